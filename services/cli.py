@@ -1,0 +1,43 @@
+"""The one console script, `meshserve`: a thin dispatcher.
+
+Each subcommand lives next to the code it drives and exposes `register(subparsers)`;
+registration modules import nothing heavy, so `meshserve status` never pays for onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules that contribute subcommands. Each defines `register(subparsers) -> None` and sets
+# `func=` on its parsers. Add one line here per new module; nothing else changes.
+COMMAND_MODULES: tuple[str, ...] = (
+    "services.modelserver.commands",  # serve
+    "services.local.commands",  # up, status
+    "mesh.commands",  # canary, render, validate
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshserve", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of the project is not there yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

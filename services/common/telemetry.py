@@ -1,0 +1,90 @@
+"""One telemetry setup shared by every meshserve service: ECS JSON logs, Prometheus metrics.
+
+Every service calls `setup_service(app, "<service-name>")` once. Tracing (OpenTelemetry) is
+wired here too, so that no service configures its own exporters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import ecs_logging
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SERVICE_NAME_ENV = "MESHSERVE_SERVICE_NAME"
+
+HTTP_REQUESTS = Counter(
+    "meshserve_http_requests_total",
+    "HTTP requests answered, by service, route template, method and status code.",
+    ["service", "route", "method", "code"],
+)
+HTTP_DURATION = Histogram(
+    "meshserve_http_request_duration_seconds",
+    "Time from request start to response end, by service and route template.",
+    ["service", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+def configure_logging(service: str, level: str | None = None) -> None:
+    """Log ECS JSON lines to stderr (Filebeat ships them; Kibana reads `service.name`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ecs_logging.StdlibFormatter(extra={"service": {"name": service}}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or os.environ.get("MESHSERVE_LOG_LEVEL", "INFO")).upper())
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def metrics_response() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class HTTPMetricsMiddleware:
+    """Counts and times requests by route *template* (bounded labels, never raw paths)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(self.service, template, scope["method"], str(status)).inc()
+            HTTP_DURATION.labels(self.service, template).observe(time.perf_counter() - start)
+
+
+def setup_service(app: Starlette, service: str, *, http_metrics: bool = True) -> None:
+    """Logs, `/metrics`, per-route HTTP metrics (and tracing) for one FastAPI/Starlette app."""
+    os.environ.setdefault(SERVICE_NAME_ENV, service)
+    configure_logging(service)
+
+    async def metrics(_: Request) -> Response:
+        return metrics_response()
+
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    if http_metrics:
+        app.add_middleware(HTTPMetricsMiddleware, service=service)
