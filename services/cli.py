@@ -16,7 +16,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "services.modelserver.commands",  # serve
     "services.local.commands",  # up, status
-    "mesh.commands",  # canary, render, validate
+    "mesh.render",  # render, validate
+    "mesh.canary",  # canary set | promote | rollback | advance
 )
 
 
