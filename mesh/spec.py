@@ -456,11 +456,19 @@ def validate_spec(data: Any, *, base_dir: Path | None = None, source: str = "<sp
         raise SpecError(source, _describe(exc)) from None
 
 
+def round_trip_yaml() -> YAML:
+    """The YAML settings mesh.yaml is written with: dumping an unchanged document gives the same text."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap long flow mappings
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
 def read_yaml(path: Path) -> Any:
     """Round-trip YAML (comments and order kept) so canary edits can write the file back."""
-    yaml = YAML()
     with path.open() as handle:
-        return yaml.load(handle)
+        return round_trip_yaml().load(handle)
 
 
 def load_spec(path: str | Path = DEFAULT_SPEC_PATH, *, check_repository: bool = True) -> MeshSpec:

@@ -1,0 +1,231 @@
+"""Canary operations on mesh.yaml: `meshserve canary set | promote | rollback` (and `advance`, added elsewhere).
+
+The edit is a pure function from a round-trip YAML document to a new one (comments and order kept);
+the CLI validates the result with the spec's own validator BEFORE replacing the file atomically, and
+prints a unified diff. The running gateway and business APIs watch the file and apply the new weights.
+
+The stable version of a model is the one with the highest current weight (ties: the lowest version
+number); when no version has weight, the lowest version number with replicas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Modules that add `meshserve canary <sub>` subcommands (e.g. `advance`, automated analysis). Each defines
+# `register_canary(canary_subparsers) -> None`; add one line here per module.
+EXTENSION_MODULES: tuple[str, ...] = ()
+
+
+class CanaryError(ValueError):
+    """An operation that cannot apply to this spec (unknown model or version, bad assignment)."""
+
+
+# --------------------------------------------------------------------------- pure part
+
+
+def parse_assignment(text: str) -> tuple[int, int]:
+    """'v2=10' or '2=10' -> (2, 10)."""
+    from mesh.spec import parse_version
+
+    version, sep, weight = text.partition("=")
+    if not sep:
+        raise CanaryError(f"{text!r}: write a weight as VERSION=WEIGHT, e.g. v2=10")
+    try:
+        parsed = parse_version(version)
+    except ValueError as exc:
+        raise CanaryError(f"{text!r}: {exc}") from None
+    try:
+        return parsed, int(weight)
+    except ValueError:
+        raise CanaryError(f"{text!r}: the weight must be an integer") from None
+
+
+def _model(doc: Mapping[str, Any], model: str) -> Mapping[str, Any]:
+    models = doc.get("models") or {}
+    if model not in models:
+        raise CanaryError(f"model {model!r} is not in the spec; known models: {sorted(models)}")
+    return models[model]
+
+
+def _versions(model_doc: Mapping[str, Any]) -> dict[int, Any]:
+    from mesh.spec import parse_version
+
+    return {parse_version(v): spec for v, spec in (model_doc.get("versions") or {}).items()}
+
+
+def current_weights(doc: Mapping[str, Any], model: str) -> dict[int, int]:
+    """The weights as written (missing versions count 0)."""
+    from mesh.spec import parse_version
+
+    model_doc = _model(doc, model)
+    weights = {v: 0 for v in _versions(model_doc)}
+    traffic = model_doc.get("traffic") or {}
+    for version, weight in (traffic.get("weights") or {}).items():
+        weights[parse_version(version)] = int(weight)
+    return weights
+
+
+def stable_version(doc: Mapping[str, Any], model: str) -> int:
+    """Highest weight (ties: lowest version); with no weight anywhere, the lowest version with replicas."""
+    weights = current_weights(doc, model)
+    if any(weights.values()):
+        return min(weights, key=lambda v: (-weights[v], v))
+    versions = _versions(_model(doc, model))
+    served = [v for v, spec in versions.items() if int((spec or {}).get("replicas", 1)) > 0]
+    if not served:
+        raise CanaryError(f"model {model!r} has no version with replicas")
+    return min(served)
+
+
+def _check_known(doc: Mapping[str, Any], model: str, versions: list[int]) -> None:
+    known = sorted(_versions(_model(doc, model)))
+    for version in versions:
+        if version not in known:
+            raise CanaryError(f"model {model!r} has no version v{version}; versions: {known}")
+
+
+def _write_weights(doc: Any, model: str, weights: Mapping[int, int]) -> Any:
+    """A copy of `doc` with the model's traffic.weights replaced, keeping the keys' spelling and order."""
+    from ruamel.yaml.comments import CommentedMap
+
+    from mesh.spec import parse_version
+
+    new = copy.deepcopy(doc)
+    model_doc = new["models"][model]
+    if model_doc.get("traffic") is None:
+        model_doc["traffic"] = CommentedMap()
+    traffic = model_doc["traffic"]
+    if traffic.get("weights") is None:
+        flow = CommentedMap()
+        flow.fa.set_flow_style()
+        traffic["weights"] = flow
+    written = traffic["weights"]
+    spelled = {parse_version(key): key for key in written}
+    for version in sorted(weights):
+        key = spelled.get(version, version)
+        if key in written or weights[version] != 0:
+            written[key] = weights[version]
+    return new
+
+
+def set_weights(doc: Any, model: str, assignments: Mapping[int, int]) -> Any:
+    """Set the named versions' weights; the others take the rest.
+
+    With one unnamed version it takes 100 minus the named ones; with several, the stable one among them
+    takes the difference and the others keep theirs. Range and sum are left to the spec's validator.
+    """
+    if not assignments:
+        raise CanaryError("name at least one weight, e.g. v2=10")
+    _check_known(doc, model, list(assignments))
+    weights = current_weights(doc, model)
+    weights.update(assignments)
+    rest = [v for v in weights if v not in assignments]
+    if rest:
+        absorbing = min(rest, key=lambda v: (-weights[v], v))
+        weights[absorbing] = 100 - sum(w for v, w in weights.items() if v != absorbing)
+    return _write_weights(doc, model, weights)
+
+
+def promote(doc: Any, model: str, version: int) -> Any:
+    """`version` takes all the traffic."""
+    _check_known(doc, model, [version])
+    return _write_weights(doc, model, {v: (100 if v == version else 0) for v in current_weights(doc, model)})
+
+
+def rollback(doc: Any, model: str) -> Any:
+    """The stable version (see the module docstring) takes all the traffic back; every canary gets 0."""
+    return promote(doc, model, stable_version(doc, model))
+
+
+def dump(doc: Any) -> str:
+    from mesh.spec import round_trip_yaml
+
+    out = io.StringIO()
+    round_trip_yaml().dump(doc, out)
+    return out.getvalue()
+
+
+def unified_diff(old: str, new: str, path: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{path}", f"b/{path}"))
+
+
+# --------------------------------------------------------------------------- the edge
+
+
+def apply_to_file(path: Path, edit: Any) -> str:
+    """Read `path`, apply `edit(doc) -> doc`, validate, replace the file atomically; return the diff."""
+    from mesh.spec import read_yaml, validate_spec
+
+    old_text = path.read_text()
+    new_doc = edit(read_yaml(path))
+    validate_spec(new_doc, base_dir=path.parent, source=str(path))  # raises SpecError: nothing is written
+    new_text = dump(new_doc)
+    if new_text != old_text:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(new_text)
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return unified_diff(old_text, new_text, str(path))
+
+
+def _run(args: argparse.Namespace) -> int:
+    import sys
+
+    from mesh.spec import SpecError, parse_version
+
+    path = Path(args.spec)
+    try:
+        if args.op == "set":
+            assignments = dict(parse_assignment(a) for a in args.weights)
+            diff = apply_to_file(path, lambda d: set_weights(d, args.model, assignments))
+        elif args.op == "promote":
+            version = parse_version(args.version)
+            diff = apply_to_file(path, lambda d: promote(d, args.model, version))
+        else:
+            diff = apply_to_file(path, lambda d: rollback(d, args.model))
+    except (CanaryError, SpecError, ValueError) as exc:
+        print(f"meshserve canary {args.op}: {exc}", file=sys.stderr)
+        return 2
+    print(diff or f"{path}: no change", end="" if diff else "\n")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from mesh.spec import DEFAULT_SPEC_PATH
+
+    canary = subparsers.add_parser("canary", help="shift traffic between model versions in mesh.yaml")
+    canary.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", str(DEFAULT_SPEC_PATH)))
+    ops = canary.add_subparsers(dest="op", required=True, metavar="OP")
+
+    set_ = ops.add_parser("set", help="set version weights, e.g. `canary set digits v2=10` (the rest to the stable)")
+    set_.add_argument("model")
+    set_.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT")
+    set_.set_defaults(func=_run)
+
+    promote_ = ops.add_parser("promote", help="send all traffic to a version")
+    promote_.add_argument("model")
+    promote_.add_argument("version")
+    promote_.set_defaults(func=_run)
+
+    rollback_ = ops.add_parser("rollback", help="send all traffic back to the stable version (highest weight)")
+    rollback_.add_argument("model")
+    rollback_.set_defaults(func=_run)
+
+    import importlib
+
+    for name in EXTENSION_MODULES:
+        importlib.import_module(name).register_canary(ops)
