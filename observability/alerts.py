@@ -1,0 +1,204 @@
+"""Prometheus alert rules generated from the spec: SLO burn rates and model-version availability.
+
+Multi-window, multi-burn-rate alerts as in Google's SRE workbook (ch. 5, "Alerting on SLOs"):
+each alert fires only while both a long and a short window burn the budget faster than a
+factor, so it pages fast on a sharp outage and stops soon after recovery. The factors are
+derived from the SLO's window (2% of a 30-day budget in 1 h = 14.4x). Latency SLOs use the
+same scheme on the share of requests slower than the bound: a p95 bound leaves a 5% budget.
+
+`rule_groups(spec)` is pure (the infra code wraps it in a PrometheusRule); `write_rules` is the
+edge that writes a file promtool and the local Prometheus read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mesh.spec import SLO, MeshSpec, format_duration
+from observability import queries
+
+ERROR_RATIO = "meshserve:slo_error_ratio"
+SLOW_RATIO = "meshserve:slo_slow_ratio"
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    long: str
+    short: str
+    budget_share: float  # share of the whole SLO window's budget burnt within `long`
+    severity: str
+
+
+# The SRE workbook's table for a 30-day SLO: 2%/1h and 5%/6h page, 10%/1d and 10%/3d ticket.
+BURN_WINDOWS = (
+    BurnWindow("1h", "5m", 0.02, "critical"),
+    BurnWindow("6h", "30m", 0.05, "critical"),
+    BurnWindow("1d", "2h", 0.10, "warning"),
+    BurnWindow("3d", "6h", 0.10, "warning"),
+)
+LATENCY_BUDGETS = (("0.95", "p95_latency"), ("0.99", "p99_latency"))
+_WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def window_seconds(window: str) -> int:
+    return int(window[:-1]) * _WINDOW_SECONDS[window[-1]]
+
+
+def burn_factor(slo: SLO, burn: BurnWindow) -> float:
+    """How many times faster than 'exactly on budget' the long window must burn to alert."""
+    return round(burn.budget_share * slo.window / window_seconds(burn.long), 4)
+
+
+def windows() -> list[str]:
+    return sorted({w for b in BURN_WINDOWS for w in (b.long, b.short)}, key=window_seconds)
+
+
+def slug(route: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", route.lower()).strip("-")
+
+
+def slo_bucket_bounds(spec: MeshSpec) -> list[float]:
+    """Latency bounds the route histograms must have as buckets for the latency SLIs to be exact."""
+    return sorted({bound for s in spec.slos for bound in (s.p95_latency, s.p99_latency)})
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _recording_rules(slo: SLO) -> list[dict[str, Any]]:
+    rules = []
+    for window in windows():
+        rules.append(
+            {
+                "record": f"{ERROR_RATIO}:rate{window}",
+                "expr": queries.route_error_ratio(slo.route, window),
+                "labels": {"route": slo.route},
+            }
+        )
+        for quantile, field in LATENCY_BUDGETS:
+            rules.append(
+                {
+                    "record": f"{SLOW_RATIO}:rate{window}",
+                    "expr": queries.route_slow_ratio(slo.route, getattr(slo, field), window),
+                    "labels": {"route": slo.route, "quantile": quantile},
+                }
+            )
+    return rules
+
+
+def _series(record: str, window: str, labels: dict[str, str]) -> str:
+    matchers = ",".join(f"{k}={queries.quote(v)}" for k, v in labels.items())
+    return f"{record}:rate{window}{{{matchers}}}"
+
+
+def _burn_alert(name: str, record: str, budget: float, labels: dict[str, str], slo: SLO, what: str):
+    for burn in BURN_WINDOWS:
+        factor = burn_factor(slo, burn)
+        threshold = round(factor * budget, 6)
+        long_, short = _series(record, burn.long, labels), _series(record, burn.short, labels)
+        yield {
+            "alert": name,
+            "expr": f"{long_} > {threshold} and {short} > {threshold}",
+            "labels": {
+                **labels,
+                "severity": burn.severity,
+                "long_window": burn.long,
+                "short_window": burn.short,
+                "burn_rate": f"{factor:g}",
+            },
+            "annotations": {
+                "summary": f"{slo.route}: {what} budget burning {factor:g}x too fast",
+                "description": (
+                    f"Over the last {burn.long} (and still over {burn.short}) the share of {what} on "
+                    f"{slo.route} is above {threshold:g}, {factor:g} times the budget of {budget:g}: "
+                    f"{burn.budget_share:.0%} of the {format_duration(slo.window)} budget is gone in {burn.long}."
+                ),
+            },
+        }
+
+
+def _slo_alerts(slo: SLO) -> list[dict[str, Any]]:
+    alerts = list(
+        _burn_alert("MeshserveErrorBudgetBurn", ERROR_RATIO, slo.error_budget, {"route": slo.route}, slo, "5xx answers")
+    )
+    for quantile, field in LATENCY_BUDGETS:
+        bound = format_duration(getattr(slo, field))
+        alerts += _burn_alert(
+            "MeshserveLatencyBudgetBurn",
+            SLOW_RATIO,
+            round(1 - float(quantile), 6),
+            {"route": slo.route, "quantile": quantile},
+            slo,
+            f"requests slower than {bound}",
+        )
+    return alerts
+
+
+def _availability_alerts(spec: MeshSpec) -> Iterator[dict[str, Any]]:
+    for model_name, model in spec.models.items():
+        for version, vspec in model.versions.items():
+            if vspec.replicas < 1:
+                continue
+            service = f"{model_name}-v{version}"
+            labels = {"model": model_name, "version": str(version), "service": service}
+            up = f"({queries.service_up(service)})"
+            yield {
+                "alert": "MeshserveModelVersionDown",
+                "expr": f"{up} < 1",
+                "for": "1m",
+                "labels": {**labels, "severity": "critical" if model.required else "warning"},
+                "annotations": {
+                    "summary": f"{service}: no replica is up",
+                    "description": f"No scrape target of {service} ({model_name} v{version}) answers.",
+                },
+            }
+            if vspec.replicas > 1:
+                yield {
+                    "alert": "MeshserveModelVersionDegraded",
+                    "expr": f"{up} < {vspec.replicas}",
+                    "for": "5m",
+                    "labels": {**labels, "severity": "warning"},
+                    "annotations": {
+                        "summary": f"{service}: fewer replicas up than the spec's {vspec.replicas}",
+                        "description": f"{service} runs below its declared {vspec.replicas} replicas.",
+                    },
+                }
+
+
+def rule_groups(spec: MeshSpec) -> list[dict[str, Any]]:
+    """Prometheus rule groups (the `groups:` list of a rules file / PrometheusRule spec)."""
+    groups = [
+        {"name": f"meshserve-slo-{slug(slo.route)}", "rules": [*_recording_rules(slo), *_slo_alerts(slo)]}
+        for slo in spec.slos
+    ]
+    groups.append({"name": "meshserve-availability", "rules": list(_availability_alerts(spec))})
+    return groups
+
+
+def alert_signals(spec: MeshSpec) -> list[tuple[str, str]]:
+    """(alert, expression) for the un-thresholded series each alert compares: these must carry
+    data whenever the stack serves traffic, even while no alert fires."""
+    signals: list[tuple[str, str]] = []
+    for group in rule_groups(spec):
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            for part in rule["expr"].split(" and "):
+                signals.append((rule["alert"], re.sub(r"\s*[<>]=?\s*[\d.e+-]+$", "", part).strip()))
+    return list(dict.fromkeys(signals))
+
+
+def render_rules(spec: MeshSpec) -> str:
+    return yaml.safe_dump({"groups": rule_groups(spec)}, sort_keys=False, width=1000)
+
+
+def write_rules(spec: MeshSpec, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_rules(spec))
+    return path
