@@ -1,0 +1,305 @@
+"""Open Inference Protocol (v2) infer bodies <-> numpy, JSON and the binary tensor data extension.
+
+Speaks the binary extension exactly as tritonclient.http does: a JSON header whose length is in
+`Inference-Header-Content-Length`, then raw tensors in input order, each sized by
+`parameters.binary_data_size`; BYTES elements carry a 4-byte little-endian length prefix.
+Every failure is a ProtocolError whose message names the tensor and what was wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from services.modelserver.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
+from services.modelserver.signature import Signature
+
+_NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
+_LEN = struct.Struct("<I")
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; `status` is the HTTP status, the message goes to the client."""
+
+    def __init__(self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def bad(message: str) -> ProtocolError:
+    return ProtocolError(400, message)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    batch: int  # rows along the batch dimension; 1 for models without one
+    outputs: list[tuple[str, bool]]  # (name, binary) in the order to answer
+    timeout_us: int | None
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview]:
+    """JSON header and binary tail; `header_length` is the Inference-Header-Content-Length value."""
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise bad(f"Inference-Header-Content-Length {header_length!r} is not an integer") from None
+    if n < 0 or n > len(body):
+        raise bad(f"Inference-Header-Content-Length is {n} but the body has only {len(body)} bytes")
+    view = memoryview(body)
+    return view[:n], view[n:]
+
+
+def _shape(name: str, raw: object) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
+        raise bad(f"input {name!r}: shape must be a list of non-negative integers, got {raw!r}")
+    return tuple(raw)
+
+
+def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...], max_batch: int) -> None:
+    if len(shape) != len(expected) or any(e != -1 and s != e for s, e in zip(shape, expected, strict=True)):
+        batch_note = " (first dim is the batch)" if max_batch > 0 else ""
+        raise bad(f"input {name!r}: shape {list(shape)} does not match the model's {list(expected)}{batch_note}")
+
+
+def _flatten_strings(name: str, data: object) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if not isinstance(data, list):
+        raise bad(f"input {name!r}: BYTES data must be strings, got {type(data).__name__}")
+    out: list[str] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, list):
+                stack.append(iter(item))
+                break
+            else:
+                raise bad(f"input {name!r}: BYTES data must be strings, got {type(item).__name__}")
+        else:
+            stack.pop()
+    return out
+
+
+def _object_array(items: list) -> np.ndarray:
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr
+
+
+def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray:
+    if not isinstance(data, list):
+        raise bad(f"input {name!r}: 'data' must be a list, got {type(data).__name__}")
+    if datatype == "BYTES":
+        arr = _object_array(_flatten_strings(name, data))
+    else:
+        dtype = V2_TO_NUMPY[datatype]
+        try:
+            arr = np.array(data, dtype=dtype) if dtype.kind == "f" else np.array(data)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
+        if dtype.kind == "b":
+            if arr.size and arr.dtype.kind != "b":
+                raise bad(f"input {name!r}: BOOL data must be true/false, got {arr.dtype} values")
+            arr = arr.astype(dtype, copy=False)
+        elif dtype.kind in "iu":
+            if arr.size and arr.dtype.kind not in "iu":
+                raise bad(f"input {name!r}: {datatype} data must be integers, got {arr.dtype} values")
+            if arr.size:
+                low, high = INTEGER_LIMITS[datatype]
+                if int(arr.min()) < low or int(arr.max()) > high:
+                    raise bad(f"input {name!r}: values out of range for {datatype} [{low}, {high}]")
+            arr = arr.astype(dtype, copy=False)
+    if arr.size != count:
+        raise bad(f"input {name!r}: data has {arr.size} elements, the shape needs {count}")
+    return arr
+
+
+def _strings_from_binary(name: str, raw: memoryview, count: int) -> np.ndarray:
+    items: list[str] = []
+    offset, end = 0, len(raw)
+    while offset < end:
+        if offset + 4 > end:
+            raise bad(f"input {name!r}: truncated BYTES length prefix at byte {offset}")
+        (n,) = _LEN.unpack_from(raw, offset)
+        offset += 4
+        if offset + n > end:
+            raise bad(f"input {name!r}: BYTES element of {n} bytes runs past the tensor's data")
+        try:
+            items.append(str(raw[offset : offset + n], "utf-8"))
+        except UnicodeDecodeError:
+            raise bad(f"input {name!r}: BYTES element {len(items)} is not UTF-8 (ONNX strings are)") from None
+        offset += n
+    if len(items) != count:
+        raise bad(f"input {name!r}: binary data has {len(items)} BYTES elements, the shape needs {count}")
+    return _object_array(items)
+
+
+def _from_binary(name: str, datatype: str, raw: memoryview, count: int) -> np.ndarray:
+    if datatype == "BYTES":
+        return _strings_from_binary(name, raw, count)
+    dtype = V2_TO_NUMPY[datatype]
+    if len(raw) != count * dtype.itemsize:
+        raise bad(
+            f"input {name!r}: binary_data_size is {len(raw)} bytes, {count} {datatype} elements need "
+            f"{count * dtype.itemsize}"
+        )
+    return np.frombuffer(raw, dtype=dtype, count=count)
+
+
+def _param(params: object, name: str) -> dict:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise bad(f"{name}: parameters must be an object")
+    return params
+
+
+def decode_request(header: bytes | memoryview, binary: memoryview, signature: Signature) -> InferRequest:
+    """Parse and validate one infer request against the signature of the version that will run it."""
+    try:
+        doc = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise bad(f"malformed JSON in request body: {exc}") from None
+    if not isinstance(doc, dict):
+        raise bad("request body must be a JSON object")
+    params = _param(doc.get("parameters"), "request")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise bad("request needs 'inputs': a non-empty list of tensors")
+
+    max_batch = signature.max_batch_size
+    expected = signature.inputs
+    inputs: dict[str, np.ndarray] = {}
+    batch: int | None = None
+    offset = 0
+    for raw in raw_inputs:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise bad("each input must be an object with a string 'name'")
+        name = raw["name"]
+        sig = expected.get(name)
+        if sig is None:
+            raise bad(f"unknown input {name!r}; the model takes {sorted(expected)}")
+        if name in inputs:
+            raise bad(f"input {name!r} is given twice")
+        datatype = raw.get("datatype")
+        if datatype != sig.datatype:
+            raise bad(f"input {name!r}: datatype {datatype!r} does not match the model's {sig.datatype}")
+        shape = _shape(name, raw.get("shape"))
+        _check_shape(name, shape, sig.shape, max_batch)
+        if max_batch > 0:
+            if not 1 <= shape[0] <= max_batch:
+                raise bad(f"input {name!r}: batch size {shape[0]} is outside [1, {max_batch}] (max_batch_size)")
+            if batch is not None and shape[0] != batch:
+                raise bad(f"input {name!r}: batch size {shape[0]} differs from the other inputs' {batch}")
+            batch = shape[0]
+        count = math.prod(shape)
+        size = _param(raw.get("parameters"), f"input {name!r}").get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise bad(f"input {name!r}: binary_data_size must be a non-negative integer")
+            if offset + size > len(binary):
+                raise bad(
+                    f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} binary bytes left)"
+                )
+            arr = _from_binary(name, datatype, binary[offset : offset + size], count)
+            offset += size
+        elif "data" in raw:
+            arr = _from_json(name, datatype, raw["data"], count)
+        else:
+            raise bad(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+        inputs[name] = arr.reshape(shape)
+    if offset != len(binary):
+        raise bad(f"the body has {len(binary) - offset} binary bytes that no input's binary_data_size claims")
+    missing = sorted(set(expected) - set(inputs))
+    if missing:
+        raise bad(f"missing inputs {missing}; the model takes {sorted(expected)}")
+
+    binary_default = params.get("binary_data_output") is True
+    outputs: list[tuple[str, bool]]
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is None:
+        outputs = [(name, binary_default) for name in signature.outputs]
+    else:
+        if not isinstance(raw_outputs, list):
+            raise bad("'outputs' must be a list")
+        outputs = []
+        for raw in raw_outputs:
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+                raise bad("each requested output must be an object with a string 'name'")
+            name = raw["name"]
+            if name not in signature.outputs:
+                raise bad(f"unknown output {name!r}; the model gives {sorted(signature.outputs)}")
+            oparams = _param(raw.get("parameters"), f"output {name!r}")
+            if oparams.get("classification"):
+                raise bad(f"output {name!r}: the classification extension is not supported")
+            flag = oparams.get("binary_data")
+            outputs.append((name, binary_default if flag is None else flag is True))
+
+    timeout = params.get("timeout")
+    if timeout is not None and (type(timeout) is not int or timeout < 0):
+        raise bad("parameter 'timeout' must be a non-negative integer (microseconds)")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise bad("'id' must be a string")
+    return InferRequest(request_id, inputs, batch or 1, outputs, timeout)
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _strings_to_binary(arr: np.ndarray) -> bytes:
+    parts: list[bytes] = []
+    for item in arr.reshape(-1):
+        raw = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(_LEN.pack(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def encode_response(
+    model: str,
+    version: str,
+    request_id: str | None,
+    outputs: list[tuple[str, str, np.ndarray, bool]],
+) -> tuple[bytes, int | None]:
+    """Body and, when any output travels binary, the JSON header length for the response header."""
+    described = []
+    blobs: list[bytes | memoryview] = []
+    for name, datatype, arr, binary in outputs:
+        entry: dict = {"name": name, "datatype": datatype, "shape": arr.shape}
+        if binary:
+            blob = _strings_to_binary(arr) if datatype == "BYTES" else memoryview(np.ascontiguousarray(arr)).cast("B")
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif datatype == "BYTES":
+            entry["data"] = [x if isinstance(x, str) else bytes(x).decode("utf-8", "replace") for x in arr.flat]
+        else:
+            entry["data"] = np.ascontiguousarray(arr).reshape(-1)
+        described.append(entry)
+    doc: dict = {"model_name": model, "model_version": version, "outputs": described}
+    if request_id is not None:
+        doc["id"] = request_id
+    header = orjson.dumps(doc, option=_NUMPY_OPT)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

@@ -1,0 +1,66 @@
+"""`meshserve serve`: the model server subcommand. Imports nothing heavy until it runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def parse_model(value: str) -> tuple[str, int | None]:
+    """NAME or NAME:VERSION (a positive integer)."""
+    name, _, version = value.partition(":")
+    if not name or (version and not (version.isdigit() and int(version) > 0)):
+        raise argparse.ArgumentTypeError(f"expected NAME or NAME:VERSION, got {value!r}")
+    return name, int(version) if version else None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model repository over the Open Inference Protocol (v2)",
+        description="Serve models/<name>/config.yaml + models/<name>/<version>/model.onnx over HTTP (KServe v2).",
+    )
+    parser.add_argument("--repository", type=Path, required=True, help="model repository folder")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--model",
+        action="append",
+        type=parse_model,
+        default=[],
+        metavar="NAME[:VERSION]",
+        help="serve only this model (repeatable); a version pins it, overriding the version policy",
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=2.0, metavar="SECONDS", help="repository poll period; 0 = off"
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, metavar="N")
+    parser.add_argument(
+        "--drain-grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after SIGTERM, keep answering 503 at least this long so load balancers see not-ready",
+    )
+    parser.add_argument(
+        "--drain-limit", type=float, default=30.0, metavar="SECONDS", help="longest wait for in-flight requests"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from services.modelserver.app import Settings
+    from services.modelserver.server import serve
+
+    models: dict[str, int | None] = {}
+    for name, version in args.model:
+        if name in models and models[name] != version:
+            raise SystemExit(f"--model {name} given twice with different versions")
+        models[name] = version
+    settings = Settings(
+        repository=args.repository.resolve(),
+        models=models,
+        poll_interval=args.poll_interval,
+        max_body_bytes=args.max_body_bytes,
+    )
+    return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit)

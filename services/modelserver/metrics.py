@@ -1,0 +1,84 @@
+"""Prometheus metrics of the model server. Names are a contract: dashboards, alerts and autoscaling
+(queue depth) are built on them. Label children are bound once per model version, never per request."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LABELS = ("model", "version")
+STATES = ("LOADING", "READY", "UNAVAILABLE", "UNLOADED")
+OUTCOMES = ("success", "error", "rejected", "timeout")
+_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+REQUESTS = Counter(
+    "meshserve_inference_requests_total",
+    "Infer requests answered, by outcome (success|error|rejected|timeout).",
+    [*LABELS, "outcome"],
+)
+REQUEST_DURATION = Histogram(
+    "meshserve_inference_request_duration_seconds",
+    "End-to-end time of an infer request inside the server (body read to response sent).",
+    LABELS,
+    buckets=_SECONDS,
+)
+QUEUE_DURATION = Histogram(
+    "meshserve_inference_queue_duration_seconds",
+    "Time a request waited in the batcher queue before its batch started.",
+    LABELS,
+    buckets=_SECONDS,
+)
+COMPUTE_DURATION = Histogram(
+    "meshserve_inference_compute_duration_seconds",
+    "onnxruntime time per execution (one batch), including batch concatenation.",
+    LABELS,
+    buckets=_SECONDS,
+)
+BATCH_SIZE = Histogram(
+    "meshserve_inference_batch_size",
+    "Batch size of each execution (rows along the batch dimension); _count is executions.",
+    LABELS,
+    buckets=_BATCH,
+)
+INFERENCES = Counter("meshserve_inference_count_total", "Inferences executed (batch items, not requests).", LABELS)
+EXECUTIONS = Counter("meshserve_inference_exec_count_total", "Model executions (batches).", LABELS)
+IN_FLIGHT = Gauge("meshserve_inference_in_flight", "Requests queued or executing.", LABELS)
+QUEUE_DEPTH = Gauge(
+    "meshserve_inference_queue_depth", "Requests waiting in the queue (the autoscaling signal).", LABELS
+)
+MODEL_STATE = Gauge(
+    "meshserve_model_state", "1 for the current state of a model version, 0 for the others.", [*LABELS, "state"]
+)
+LOAD_FAILURES = Counter("meshserve_model_load_failures_total", "Failed loads of a model version.", LABELS)
+
+
+def set_state(model: str, version: str, state: str) -> None:
+    for candidate in STATES:
+        MODEL_STATE.labels(model, version, candidate).set(1 if candidate == state else 0)
+
+
+class VersionMetrics:
+    """Pre-bound label children of one model version (labels() costs a dict lookup and a lock)."""
+
+    __slots__ = (
+        "batch_size",
+        "compute",
+        "executions",
+        "in_flight",
+        "inferences",
+        "outcome",
+        "queue_depth",
+        "queue_time",
+        "request_time",
+    )
+
+    def __init__(self, model: str, version: str) -> None:
+        self.outcome = {o: REQUESTS.labels(model, version, o) for o in OUTCOMES}
+        self.request_time = REQUEST_DURATION.labels(model, version)
+        self.queue_time = QUEUE_DURATION.labels(model, version)
+        self.compute = COMPUTE_DURATION.labels(model, version)
+        self.batch_size = BATCH_SIZE.labels(model, version)
+        self.inferences = INFERENCES.labels(model, version)
+        self.executions = EXECUTIONS.labels(model, version)
+        self.in_flight = IN_FLIGHT.labels(model, version)
+        self.queue_depth = QUEUE_DEPTH.labels(model, version)
