@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.tracing import TraceContextLogFilter, configure_tracing, instrument_app
+
 SERVICE_NAME_ENV = "MESHSERVE_SERVICE_NAME"
 
 HTTP_REQUESTS = Counter(
@@ -37,6 +39,7 @@ def configure_logging(service: str, level: str | None = None) -> None:
     """Log ECS JSON lines to stderr (Filebeat ships them; Kibana reads `service.name`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ecs_logging.StdlibFormatter(extra={"service": {"name": service}}))
+    handler.addFilter(TraceContextLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("MESHSERVE_LOG_LEVEL", "INFO")).upper())
@@ -78,9 +81,13 @@ class HTTPMetricsMiddleware:
 
 
 def setup_service(app: Starlette, service: str, *, http_metrics: bool = True) -> None:
-    """Logs, `/metrics`, per-route HTTP metrics (and tracing) for one FastAPI/Starlette app."""
+    """Logs, `/metrics`, per-route HTTP metrics and tracing (when `OTEL_*` asks for it) for one app.
+
+    A raw ASGI callable (no add_middleware) gets its SERVER spans from `tracing.trace_asgi(app)`.
+    """
     os.environ.setdefault(SERVICE_NAME_ENV, service)
     configure_logging(service)
+    configure_tracing(service)
 
     async def metrics(_: Request) -> Response:
         return metrics_response()
@@ -88,3 +95,4 @@ def setup_service(app: Starlette, service: str, *, http_metrics: bool = True) ->
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     if http_metrics:
         app.add_middleware(HTTPMetricsMiddleware, service=service)
+    instrument_app(app)
