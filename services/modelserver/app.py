@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from services.common.telemetry import setup_service
+from services.common.tracing import trace_asgi
 from services.modelserver.codec import ProtocolError, decode_request, encode_response, error_body, split_body
 from services.modelserver.repository import Repository, ServingVersion
 
@@ -105,14 +106,18 @@ class InferenceApp:
     def __init__(self, state: ServerState, api: FastAPI) -> None:
         self.state = state
         self.api = api
+        self.infer_route = trace_asgi(self._infer_route)  # a SERVER span per infer when tracing is on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path.startswith(_INFER_PREFIX) and path.endswith(_INFER_SUFFIX):
-                await self.infer(path, scope, receive, send)
+                await self.infer_route(scope, receive, send)
                 return
         await self.api(scope, receive, send)
+
+    async def _infer_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.infer(scope["path"], scope, receive, send)
 
     async def infer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
