@@ -1,7 +1,8 @@
 """The committed demo model repository matches its checksums, configs and recorded measurements.
 
-Needs only onnxruntime, numpy, PyYAML and scikit-learn (no torch): figures are recomputed from
-the committed ONNX files with the same one-thread, whole-batch settings the build used.
+No torch needed: onnxruntime, numpy, PyYAML, scikit-learn and the model server's own config and
+signature code. Figures are recomputed from the committed ONNX files with the same one-thread,
+whole-batch settings the build used.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from services.modelserver.config import load_config
+from services.modelserver.datatypes import ORT_TO_V2
+from services.modelserver.signature import build_signature
+
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
 FIXTURES = REPO / "tests" / "fixtures" / "models"
@@ -22,22 +27,6 @@ UNCOMMITTED = {"minilm"}  # built on demand, gitignored
 
 sys.path.insert(0, str(MODELS))
 from digits_data import LABELS, SPLIT_PARAMS, load_split  # noqa: E402
-
-ORT_TO_V2 = {
-    "tensor(bool)": "BOOL",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -127,6 +116,17 @@ def test_config_signature_matches_every_version_graph(model_dir: Path) -> None:
                 expected = [d if d != -1 else None for d in tensor["dims"]]
                 got = [d if isinstance(d, int) else None for d in shape]
                 assert got == expected, (version, arg.name)
+
+
+@pytest.mark.parametrize("model_dir", model_dirs(), ids=lambda p: p.name)
+def test_model_server_accepts_config_and_graphs(model_dir: Path) -> None:
+    """The server's own loader parses the config and builds each version's signature without error."""
+    config = load_config(model_dir)
+    for version in (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+        sess = session(version / "model.onnx")
+        signature = build_signature(config, sess.get_inputs(), sess.get_outputs())
+        assert set(signature.inputs) == {t.name for t in config.input}
+        assert set(signature.outputs) == {t.name for t in config.output}
 
 
 def test_digits_config_follows_contract() -> None:
