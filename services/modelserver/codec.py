@@ -118,7 +118,7 @@ def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray
             arr = arr.astype(dtype, copy=False)
         elif dtype.kind in "iu":
             if arr.size and arr.dtype.kind not in "iu":
-                raise bad(f"input {name!r}: {datatype} data must be integers, got {arr.dtype} values")
+                arr = _big_integers(name, datatype, data)
             if arr.size:
                 low, high = INTEGER_LIMITS[datatype]
                 if int(arr.min()) < low or int(arr.max()) > high:
@@ -127,6 +127,20 @@ def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray
     if arr.size != count:
         raise bad(f"input {name!r}: data has {arr.size} elements, the shape needs {count}")
     return arr
+
+
+def _big_integers(name: str, datatype: str, data: list) -> np.ndarray:
+    """Slow path: numpy infers float64/object for ints beyond int64 (UINT64's upper half)."""
+    try:
+        flat = np.array(data, dtype=object).reshape(-1)
+    except ValueError as exc:
+        raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
+    if not all(type(v) is int for v in flat):
+        raise bad(f"input {name!r}: {datatype} data must be integers")
+    low, high = INTEGER_LIMITS[datatype]
+    if any(v < low or v > high for v in flat):
+        raise bad(f"input {name!r}: values out of range for {datatype} [{low}, {high}]")
+    return np.array(flat.tolist(), dtype=V2_TO_NUMPY[datatype])
 
 
 def _strings_from_binary(name: str, raw: memoryview, count: int) -> np.ndarray:

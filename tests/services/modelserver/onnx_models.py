@@ -27,7 +27,7 @@ DATATYPES: dict[str, tuple[int, type]] = {
 }
 
 
-def _save(graph: onnx.GraphProto, path: Path) -> bytes:
+def save(graph: onnx.GraphProto, path: Path) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.checker.check_model(model)
@@ -44,7 +44,7 @@ def identity_all_types(path: Path, width: int = 3) -> bytes:
         inputs.append(helper.make_tensor_value_info(f"IN_{name}", elem, ["N", width]))
         outputs.append(helper.make_tensor_value_info(f"OUT_{name}", elem, ["N", width]))
         nodes.append(helper.make_node("Identity", [f"IN_{name}"], [f"OUT_{name}"]))
-    return _save(helper.make_graph(nodes, "identity_all", inputs, outputs), path)
+    return save(helper.make_graph(nodes, "identity_all", inputs, outputs), path)
 
 
 def affine(path: Path, seed: int, features: int = 4, classes: int = 3) -> bytes:
@@ -66,7 +66,7 @@ def affine(path: Path, seed: int, features: int = 4, classes: int = 3) -> bytes:
         ],
         [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
     )
-    return _save(graph, path)
+    return save(graph, path)
 
 
 def write_config(model_dir: Path, **config: object) -> None:

@@ -65,9 +65,7 @@ class Server:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples called `name` whose labels include `labels` (0 if none)."""
         return sum(
-            s.value
-            for s in self.samples()
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            s.value for s in self.samples() if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
         )
 
     def logs(self) -> str:
