@@ -1,0 +1,389 @@
+"""The one client for calling another meshserve service, with the mesh's resilience policy.
+
+An upstream is a discovery service name (`digits-v1`, `digits-classify-preprocess`, ...). Each
+has its own pool of keep-alive connections (`connection_pool.max_connections`), least-request
+balancing over its healthy endpoints (power of two choices), Envoy outlier detection
+(services.common.upstream), and retries on the spec's `retry_on` conditions with a per-try
+timeout inside an overall timeout, on a different endpoint where one exists. More than
+`max_pending_requests` waiting for a connection, or no endpoint in rotation, fails at once with
+an UpstreamError whose `status` (503) and `retry_after` the caller answers with.
+
+Built on aiohttp's client, not httpx: measured here against a plain uvicorn echo server (one
+core each), aiohttp made ~5,600 sequential and ~9,800 concurrent (c32) POSTs per second, httpx
+0.28 ~1,100 and ~650. The gateway's latency and throughput targets leave no room for the latter.
+
+Propagation: x-request-id and W3C trace headers bound with `bind_request_headers()` (a context
+variable) are added to every outgoing request unless the caller passes them; tracing can add an
+injector (`add_header_injector(opentelemetry.propagate.inject)`), called on the outgoing dict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+from mesh.spec import Resilience
+from services.common.upstream import EndpointLike, Host, HostPool
+
+log = logging.getLogger(__name__)
+
+PROPAGATED_HEADERS = ("x-request-id", "traceparent", "tracestate")
+RETRY_AFTER_SECONDS = 1
+
+_request_headers: ContextVar[Mapping[str, str] | None] = ContextVar("meshserve_request_headers", default=None)
+_injectors: list[Callable[[MutableMapping[str, str]], Any]] = []
+
+
+def bind_request_headers(incoming: Mapping[str, str]) -> Token:
+    """Remember the current request's id and trace headers for every call made while handling it."""
+    kept = {name: incoming[name] for name in PROPAGATED_HEADERS if name in incoming}
+    return _request_headers.set(kept)
+
+
+def add_header_injector(inject: Callable[[MutableMapping[str, str]], Any]) -> None:
+    """Register a function that writes propagation headers into an outgoing header dict (OTel's inject)."""
+    if inject not in _injectors:
+        _injectors.append(inject)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class UpstreamError(Exception):
+    """The upstream gave no answer to pass on; answer `status` (+ Retry-After when set) to the caller."""
+
+    status = 503
+    reason = "unavailable"
+    retry_after: int | None = RETRY_AFTER_SECONDS
+
+    def __init__(self, service: str, detail: str) -> None:
+        super().__init__(f"{service}: {detail}")
+        self.service = service
+
+
+class NoHealthyUpstream(UpstreamError):
+    """Every endpoint is ejected or none is registered (Envoy: 'no healthy upstream')."""
+
+    reason = "no_healthy_upstream"
+
+
+class PendingOverflow(UpstreamError):
+    """More requests waiting for a connection than `max_pending_requests` (Envoy: 'overflow')."""
+
+    reason = "pending_overflow"
+
+
+class UpstreamConnectError(UpstreamError):
+    """Connect failure or reset on the last try (Envoy: 'upstream connect error or disconnect/reset')."""
+
+    reason = "connect_failure"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The per-try or overall timeout ran out (Envoy: 'upstream request timeout')."""
+
+    status = 504
+    reason = "timeout"
+    retry_after = None
+
+
+# --------------------------------------------------------------------------- results and hooks
+
+
+@dataclass(slots=True)
+class Reply:
+    """An upstream's answer, body fully read; `raw_headers` are passed through untouched."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    instance: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class ClientEvents(Protocol):
+    """What the client reports (the gateway turns these into its metrics)."""
+
+    def retried(self, service: str) -> None: ...
+    def ejected(self, service: str, instance: str) -> None: ...
+    def readmitted(self, service: str, instance: str) -> None: ...
+    def rejected(self, service: str, reason: str) -> None: ...
+
+
+class NoEvents:
+    def retried(self, service: str) -> None:
+        return None
+
+    def ejected(self, service: str, instance: str) -> None:
+        return None
+
+    def readmitted(self, service: str, instance: str) -> None:
+        return None
+
+    def rejected(self, service: str, reason: str) -> None:
+        return None
+
+
+class Discovery(Protocol):
+    def endpoints(self, service: str) -> list[Any]: ...
+
+
+# --------------------------------------------------------------------------- retry conditions
+
+_RESET_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+
+def should_retry(conditions: frozenset[str], *, status: int | None = None, failure: str | None = None) -> bool:
+    """Envoy's retry_on: `5xx` covers every 5xx, resets, connect failures and timeouts;
+    `gateway-error` 502/503/504 plus those local failures; the narrow ones only themselves."""
+    if failure is not None:
+        if "5xx" in conditions or "gateway-error" in conditions:
+            return True
+        if failure == "connect-failure":
+            return "connect-failure" in conditions
+        if failure == "reset":
+            return "reset" in conditions or "refused-stream" in conditions
+        return False  # a timeout is retried only under 5xx / gateway-error
+    if status is None or status < 500:
+        return False
+    return "5xx" in conditions or ("gateway-error" in conditions and status in _GATEWAY_STATUSES)
+
+
+# --------------------------------------------------------------------------- one upstream
+
+
+class Upstream:
+    """One service's endpoints, connection pool and resilience policy."""
+
+    def __init__(self, service: str, resilience: Resilience, events: ClientEvents) -> None:
+        self.service = service
+        self.events = events
+        self.active = 0  # requests inside this upstream (in flight or waiting for a connection)
+        self.pool = HostPool(
+            resilience.outlier_detection,
+            on_eject=lambda h: events.ejected(service, h.instance),
+            on_readmit=lambda h: events.readmitted(service, h.instance),
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._limit = 0
+        self.configure(resilience)
+
+    def configure(self, resilience: Resilience) -> None:
+        """Apply a (re)loaded policy; a new pool size takes effect with a fresh connection pool."""
+        self.resilience = resilience
+        self.pool.policy = resilience.outlier_detection
+        retries = resilience.retries
+        self.attempts = 1 + retries.attempts
+        self.timeout = resilience.timeout
+        self.per_try = retries.per_try_timeout or resilience.timeout
+        self.retry_on = frozenset(retries.retry_on)
+        self.max_active = resilience.connection_pool.max_connections + resilience.connection_pool.max_pending_requests
+        if resilience.connection_pool.max_connections != self._limit:
+            self._limit = resilience.connection_pool.max_connections
+            old, self._session = self._session, None
+            if old is not None:
+                asyncio.get_running_loop().call_later(self.timeout + 1, lambda: asyncio.ensure_future(old.close()))
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    def set_endpoints(self, endpoints: Iterable[EndpointLike]) -> None:
+        self.pool.update(endpoints)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self, method: str, path: str, *, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """Send with retries; returns the last answer (a 5xx too) or raises UpstreamError."""
+        if self.active >= self.max_active:
+            self.events.rejected(self.service, PendingOverflow.reason)
+            raise PendingOverflow(self.service, "too many pending requests (max_pending_requests)")
+        outgoing = _outgoing_headers(headers)
+        session = self.session()
+        loop_time = time.monotonic
+        deadline = loop_time() + self.timeout
+        tried: list[Host] = []
+        self.active += 1
+        try:
+            for attempt in range(self.attempts):
+                now = loop_time()
+                host = self.pool.pick(now, tried)
+                if host is None:
+                    self.events.rejected(self.service, NoHealthyUpstream.reason)
+                    raise NoHealthyUpstream(self.service, "no healthy upstream")
+                remaining = deadline - now
+                if remaining <= 0:
+                    raise UpstreamTimeout(self.service, "upstream request timeout")
+                last = attempt + 1 == self.attempts
+                failure, reply = await self._try(
+                    session, host, method, path, body, outgoing, min(self.per_try, remaining)
+                )
+                failed = failure is not None or reply.status >= 500
+                self.pool.record(host, failed, loop_time())
+                if not failed:
+                    return reply
+                if (
+                    last
+                    or deadline - loop_time() <= 0
+                    or not should_retry(self.retry_on, status=None if reply is None else reply.status, failure=failure)
+                ):
+                    if reply is not None:
+                        return reply
+                    if failure == "timeout":
+                        raise UpstreamTimeout(self.service, "upstream request timeout")
+                    raise UpstreamConnectError(self.service, f"upstream connect error or disconnect/reset ({failure})")
+                tried.append(host)
+                self.events.retried(self.service)
+            raise AssertionError("unreachable")  # the last attempt always returns or raises
+        finally:
+            self.active -= 1
+
+    async def _try(
+        self,
+        session: aiohttp.ClientSession,
+        host: Host,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> tuple[str | None, Reply | None]:
+        host.in_flight += 1
+        try:
+            async with asyncio.timeout(timeout):
+                async with session.request(method, host.base_url + path, data=body or None, headers=headers) as resp:
+                    data = await resp.read()
+                    return None, Reply(resp.status, resp.headers, resp.raw_headers, data, host.instance)
+        except TimeoutError:
+            return "timeout", None
+        except aiohttp.ClientConnectorError:
+            return "connect-failure", None
+        except _RESET_ERRORS:
+            return "reset", None
+        finally:
+            host.in_flight -= 1
+
+
+def _outgoing_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    bound = _request_headers.get()
+    if bound is None and not _injectors:
+        return headers or {}
+    merged = dict(headers or {})
+    if bound:
+        for name, value in bound.items():
+            merged.setdefault(name, value)
+    for inject in _injectors:
+        inject(merged)
+    return merged
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class Client:
+    """Upstreams by service name, their endpoints kept fresh from discovery.
+
+    Use inside a running event loop: `async with Client(discovery) as client:`, then
+    `await client.request("digits-v1", "POST", "/v2/models/digits/infer", resilience=r, body=b)`.
+    """
+
+    def __init__(
+        self, discovery: Discovery, *, events: ClientEvents | None = None, refresh_interval: float = 0.5
+    ) -> None:
+        self.discovery = discovery
+        self.events = events or NoEvents()
+        self.refresh_interval = refresh_interval
+        self.upstreams: dict[str, Upstream] = {}
+        self._refresher: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Client:
+        self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        for upstream in self.upstreams.values():
+            await upstream.close()
+
+    def upstream(self, service: str, resilience: Resilience) -> Upstream:
+        """The upstream for a service, created on first use; a changed policy is applied in place."""
+        upstream = self.upstreams.get(service)
+        if upstream is None:
+            upstream = Upstream(service, resilience, self.events)
+            upstream.set_endpoints(self._lookup(service))
+            self.upstreams[service] = upstream
+        elif upstream.resilience is not resilience:
+            upstream.configure(resilience)
+        return upstream
+
+    async def request(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        resilience: Resilience,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        return await self.upstream(service, resilience).request(method, path, body=body, headers=headers)
+
+    def _lookup(self, service: str) -> list[Any]:
+        try:
+            return list(self.discovery.endpoints(service))
+        except Exception:
+            log.exception("discovery lookup of %s failed; keeping its previous endpoints", service)
+            existing = self.upstreams.get(service)
+            return [] if existing is None else list(existing.pool.hosts)
+
+    async def refresh(self) -> None:
+        """Re-read every upstream's endpoints (in a thread: a Consul lookup blocks) and sweep ejections."""
+        for service, upstream in list(self.upstreams.items()):
+            endpoints = await asyncio.to_thread(self._lookup, service)
+            upstream.set_endpoints(endpoints)
+            upstream.pool.readmit_due(time.monotonic())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("endpoint refresh failed")

@@ -1,0 +1,358 @@
+"""The gateway as a raw ASGI app: key-auth, rate limits, routing, version split, mirroring, proxying.
+
+Raw ASGI (no framework, no pydantic) because every microsecond here is added to every request:
+header pairs are decoded once, bodies and upstream headers pass through as bytes, and the
+policy is an immutable snapshot (services.gateway.policy) replaced in one assignment when
+mesh.yaml changes, so a request in flight finishes under the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mesh.spec import SpecError, load_spec
+from services.common.client import Client, Discovery, Reply, UpstreamError
+from services.gateway import metrics
+from services.gateway.agreement import agreement, top1
+from services.gateway.policy import ModelRoute, Policy, RouteError, build_policy, split_model_path
+from services.gateway.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_MIRRORS_IN_FLIGHT = 256
+# Not forwarded upstream: hop-by-hop headers, and the ones aiohttp sets from the URL and body.
+_REQUEST_SKIP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "host", "content-length"}
+)
+_RESPONSE_SKIP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"x-request-id", b"server"}
+)
+_JSON = (b"content-type", b"application/json")
+
+
+def _error_body(key: str, message: str) -> bytes:
+    return orjson.dumps({key: message})
+
+
+class Gateway:
+    """The ASGI callable; `policy` is the snapshot in force, `client` the shared upstream client."""
+
+    def __init__(
+        self,
+        spec_path: str | Path,
+        discovery: Discovery,
+        *,
+        environ: Mapping[str, str] | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.spec_path = Path(spec_path)
+        self.discovery = discovery
+        self.environ = os.environ if environ is None else environ
+        self.poll_interval = poll_interval
+        self.policy: Policy = build_policy(load_spec(self.spec_path), self.environ)
+        self.limiter = RateLimiter()
+        self.client: Client | None = None
+        self._mirrors: set[asyncio.Task] = set()
+        self._watcher: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ ASGI entry
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            try:
+                await self.handle(scope, receive, send)
+            except Exception:
+                log.exception("gateway failure on %s %s", scope.get("method"), scope.get("path"))
+                with contextlib.suppress(Exception):
+                    await _respond(send, 502, [_JSON], _error_body("error", "bad gateway: internal gateway error"))
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def start(self) -> None:
+        self.client = Client(self.discovery, events=metrics.GatewayEvents())
+        self.client.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_spec())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for task in list(self._mirrors):
+            task.cancel()
+        if self.client is not None:
+            await self.client.close()
+
+    # ------------------------------------------------------------------ one request
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        path: str = scope["path"]
+        if path == "/healthz":
+            await _respond(send, 200, [_JSON], b'{"status":"ok"}')
+            return
+        if path == "/metrics":
+            await _respond(send, 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest())
+            return
+        policy = self.policy
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        request_id = headers.get("x-request-id") or os.urandom(16).hex()
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        # Kong key-auth: a header first, then a query parameter.
+        query: bytes = scope.get("query_string", b"")
+        key, key_header, query_params = None, None, None
+        for name in policy.key_names:
+            if name in headers:
+                key, key_header = headers[name], name
+                break
+        if key is None and query:
+            query_params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            key = next((v for k, v in query_params if k.lower() in policy.key_names), None)
+        if not key:
+            await _respond(send, 401, [_JSON, id_header], _error_body("message", "No API key found in request"))
+            return
+        consumer = policy.keys.get(key)
+        if consumer is None:
+            await _respond(send, 401, [_JSON, id_header], _error_body("message", "Invalid authentication credentials"))
+            return
+        if policy.hide_credentials:
+            if key_header is not None:
+                del headers[key_header]
+            elif query_params is not None:
+                query = urlencode([(k, v) for k, v in query_params if k.lower() not in policy.key_names]).encode()
+
+        limits = policy.limits.get(consumer)
+        extra: list[tuple[bytes, bytes]] = [id_header]
+        if limits:
+            verdict = self.limiter.check(consumer, limits, time.time())
+            extra.extend(verdict.headers)
+            if not verdict.allowed:
+                metrics.RATE_LIMITED.labels(consumer).inc()
+                await _respond(send, 429, [_JSON, *extra], _error_body("message", "API rate limit exceeded"))
+                return
+
+        # Route: direct v2 model access (split across versions) or a pipeline's business API.
+        model_route: ModelRoute | None = None
+        version = 0
+        if path.startswith("/v2/models/"):
+            model, path_version, rest = split_model_path(path)
+            model_route = policy.models.get(model)
+            if model_route is None:
+                known = ", ".join(sorted(policy.models))
+                message = f"unknown model {model!r}; known models: {known}"
+                await _respond(send, 404, [_JSON, *extra], _error_body("error", message))
+                return
+            try:
+                version = model_route.resolve(path_version, headers.get(model_route.header_name), random.random())
+            except RouteError as exc:
+                await _respond(send, exc.status, [_JSON, *extra], _error_body("error", exc.message))
+                return
+            service, resilience = model_route.services[version], model_route.resilience
+            route_label = model_route.route_labels.get(rest, model_route.route_labels[""])
+            error_key = "error"
+        else:
+            pipeline = policy.pipelines.get(path)
+            if pipeline is None:
+                await _respond(send, 404, [_JSON, *extra], _error_body("message", "no Route matched with those values"))
+                return
+            service, resilience, route_label, error_key = pipeline.service, pipeline.resilience, path, "message"
+
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            message = f"request body of {declared} bytes is over the gateway's limit of {MAX_BODY_BYTES}"
+            await _respond(send, 413, [_JSON, *extra], _error_body(error_key, message))
+            return
+        body = await _read_body(receive)
+        outgoing = {k: v for k, v in headers.items() if k not in _REQUEST_SKIP}
+        outgoing["x-request-id"] = request_id
+        outgoing["x-consumer-username"] = consumer
+        target = scope.get("raw_path") or path.encode()
+        target = (target + b"?" + query if query else target).decode("latin-1")
+        method: str = scope["method"]
+
+        mirror_future: asyncio.Future | None = None
+        if (
+            model_route is not None
+            and model_route.mirror_version not in (None, version)
+            and random.random() < model_route.mirror_fraction
+        ):
+            mirror_future = self._mirror(model_route, version, method, target, body, outgoing, rest == "infer")
+
+        assert self.client is not None, "the gateway is used before its lifespan startup"
+        upstream = self.client.upstream(service, resilience)
+        reply: Reply | None = None
+        try:
+            reply = await upstream.request(method, target, body=body, headers=outgoing)
+        except UpstreamError as exc:
+            response_headers = [_JSON, *extra]
+            if exc.retry_after:
+                response_headers.append((b"retry-after", str(exc.retry_after).encode()))
+            if model_route is not None:
+                response_headers.append((b"x-model-version", str(version).encode()))
+            status, payload = exc.status, _error_body(error_key, str(exc))
+            answered_version = str(version) if model_route is not None else ""
+        finally:
+            if mirror_future is not None and not mirror_future.done():
+                mirror_future.set_result(reply)
+        if reply is not None:
+            status, payload = reply.status, reply.body
+            response_headers = [(k.lower(), v) for k, v in reply.raw_headers if k.lower() not in _RESPONSE_SKIP]
+            response_headers.extend(extra)
+            answered_version = reply.headers.get("x-model-version", "")
+            if not answered_version and model_route is not None:
+                answered_version = str(version)
+                response_headers.append((b"x-model-version", answered_version.encode()))
+        await _respond(send, status, response_headers, payload)
+        metrics.requests(route_label, service, answered_version, str(status)).inc()
+        metrics.duration(route_label, service).observe(time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ mirroring
+
+    def _mirror(
+        self,
+        route: ModelRoute,
+        primary: int,
+        method: str,
+        target: str,
+        body: bytes,
+        headers: dict[str, str],
+        compare: bool,
+    ) -> asyncio.Future | None:
+        """Fire and forget a copy to the mirror version; returns the future to hand the primary's reply to."""
+        mirror = route.mirror_version
+        assert mirror is not None
+        if len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
+            metrics.MIRROR_REQUESTS.labels(route.name, str(mirror), "dropped").inc()
+            return None
+        loop = asyncio.get_running_loop()
+        primary_reply: asyncio.Future = loop.create_future()
+        target = target.replace(f"/versions/{primary}/", f"/versions/{mirror}/", 1)
+        task = loop.create_task(
+            self._shadow(route, primary, mirror, method, target, body, dict(headers), compare, primary_reply)
+        )
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+        return primary_reply
+
+    async def _shadow(
+        self,
+        route: ModelRoute,
+        primary: int,
+        mirror: int,
+        method: str,
+        target: str,
+        body: bytes,
+        headers: dict[str, str],
+        compare: bool,
+        primary_reply: asyncio.Future,
+    ) -> None:
+        assert self.client is not None
+        name, mirror_label = route.name, str(mirror)
+        try:
+            upstream = self.client.upstream(route.services[mirror], route.resilience)
+            reply = await upstream.request(method, target, body=body, headers=headers)
+        except UpstreamError:
+            metrics.MIRROR_REQUESTS.labels(name, mirror_label, "error").inc()
+            return
+        ok = reply.status < 400
+        metrics.MIRROR_REQUESTS.labels(name, mirror_label, "ok" if ok else "error").inc()
+        if not (compare and reply.status == 200):
+            return
+        try:
+            answer: Reply | None = await asyncio.wait_for(primary_reply, route.resilience.timeout)
+        except TimeoutError:
+            return
+        if answer is None or answer.status != 200:
+            return
+        try:
+            same, different = agreement(
+                top1(answer.body, answer.headers.get("inference-header-content-length")),
+                top1(reply.body, reply.headers.get("inference-header-content-length")),
+            )
+        except (ValueError, TypeError) as exc:
+            log.warning("mirror comparison of %s v%s against v%s skipped: %s", name, mirror, primary, exc)
+            return
+        if same:
+            metrics.MIRROR_AGREEMENT.labels(name, str(primary), mirror_label, "true").inc(same)
+        if different:
+            metrics.MIRROR_AGREEMENT.labels(name, str(primary), mirror_label, "false").inc(different)
+
+    # ------------------------------------------------------------------ live spec reload
+
+    def _spec_identity(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.spec_path.stat()
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    async def reload(self) -> bool:
+        """Re-validate mesh.yaml and swap the policy in one assignment; an invalid file changes nothing."""
+        try:
+            spec = await asyncio.to_thread(load_spec, self.spec_path)
+        except SpecError as exc:
+            log.error("mesh spec change ignored, the previous spec stays in force: %s", exc)
+            return False
+        self.policy = build_policy(spec, self.environ)
+        log.info("mesh spec reloaded from %s", self.spec_path)
+        return True
+
+    async def _watch_spec(self) -> None:
+        seen = self._spec_identity()
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            current = self._spec_identity()
+            if current is None or current == seen:
+                continue
+            seen = current
+            try:
+                await self.reload()
+            except Exception:
+                log.exception("mesh spec reload failed; the previous spec stays in force")
+
+
+async def _read_body(receive: Any) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

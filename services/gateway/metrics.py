@@ -1,0 +1,79 @@
+"""The gateway's Prometheus metrics (names fixed by the local-stack contracts) and client hooks.
+
+Labelled children are cached per label tuple: `.labels()` costs a lock and a dict build each
+call, and the hot path does one counter and one histogram operation per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "meshserve_gateway_requests_total",
+    "Requests answered by the gateway, by route, upstream service, answering model version and status code.",
+    ["route", "upstream", "version", "code"],
+)
+DURATION = Histogram(
+    "meshserve_gateway_request_duration_seconds",
+    "Time from request start to response end at the gateway.",
+    ["route", "upstream"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RETRIES = Counter("meshserve_gateway_retries_total", "Retries sent to an upstream.", ["upstream"])
+EJECTIONS = Counter("meshserve_gateway_ejections_total", "Outlier ejections of an upstream's hosts.", ["upstream"])
+EJECTED = Gauge(
+    "meshserve_gateway_ejected", "1 while a host is ejected by outlier detection.", ["upstream", "instance"]
+)
+RATE_LIMITED = Counter("meshserve_gateway_rate_limited_total", "Requests refused with 429.", ["consumer"])
+REJECTED = Counter(
+    "meshserve_gateway_rejected_total",
+    "Requests failed fast with 503 (reason: pending_overflow, no_healthy_upstream).",
+    ["upstream", "reason"],
+)
+MIRROR_REQUESTS = Counter(
+    "meshserve_gateway_mirror_requests_total",
+    "Mirrored (shadow) requests by outcome: ok, error (status or failure), dropped (too many in flight).",
+    ["model", "version", "outcome"],
+)
+MIRROR_AGREEMENT = Counter(
+    "meshserve_gateway_mirror_agreement_total",
+    "Mirrored infer rows whose top-1 class matched (agree=true) or not the primary version's answer.",
+    ["model", "primary", "mirror", "agree"],
+)
+
+
+class LabelCache:
+    """`metric.labels(*values)` memoised (label sets are bounded by the spec)."""
+
+    def __init__(self, metric: Counter | Histogram | Gauge) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], object] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
+requests = LabelCache(REQUESTS)
+duration = LabelCache(DURATION)
+
+
+class GatewayEvents:
+    """services.common.client.ClientEvents -> gateway metrics."""
+
+    def retried(self, service: str) -> None:
+        RETRIES.labels(service).inc()
+
+    def ejected(self, service: str, instance: str) -> None:
+        EJECTIONS.labels(service).inc()
+        EJECTED.labels(service, instance).set(1)
+
+    def readmitted(self, service: str, instance: str) -> None:
+        EJECTED.labels(service, instance).set(0)
+
+    def rejected(self, service: str, reason: str) -> None:
+        REJECTED.labels(service, reason).inc()

@@ -1,0 +1,65 @@
+"""Kong rate-limiting, `policy: local`: fixed windows aligned to the clock, counted per consumer.
+
+A request is refused (429) when any window is already full; otherwise it counts in every window.
+Headers as Kong sends them: X-RateLimit-Limit-<Window>/X-RateLimit-Remaining-<Window> for each
+window, RateLimit-Limit/-Remaining/-Reset for the window closest to its limit, Retry-After on 429.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+PERIODS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(slots=True)
+class Verdict:
+    allowed: bool
+    headers: list[tuple[bytes, bytes]]
+    retry_after: int = 0
+
+
+class RateLimiter:
+    """Counters keyed by (consumer, window); limits may change between calls (a spec reload)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], list[float]] = {}  # -> [window start, count]
+
+    def check(self, consumer: str, limits: dict[str, int], now: float) -> Verdict:
+        """Count one request at `now` (epoch seconds) against `limits` ({"second": 10, ...})."""
+        states = []
+        exceeded: tuple[str, float] | None = None
+        for window, limit in limits.items():
+            period = PERIODS[window]
+            start = now - now % period
+            entry = self._counts.get((consumer, window))
+            if entry is None or entry[0] != start:
+                entry = [start, 0]
+                self._counts[(consumer, window)] = entry
+            reset = start + period - now
+            if entry[1] >= limit and exceeded is None:
+                exceeded = (window, reset)
+            states.append((window, limit, entry, reset))
+        if exceeded is None:
+            for state in states:
+                state[2][1] += 1
+        headers: list[tuple[bytes, bytes]] = []
+        tightest = None
+        for window, limit, entry, reset in states:
+            remaining = max(0, limit - int(entry[1]))
+            title = window
+            headers.append((f"x-ratelimit-limit-{title}".encode(), str(limit).encode()))
+            headers.append((f"x-ratelimit-remaining-{title}".encode(), str(remaining).encode()))
+            if tightest is None or remaining < tightest[1]:
+                tightest = (limit, remaining, reset)
+        if tightest is not None:
+            limit, remaining, reset = tightest
+            headers.append((b"ratelimit-limit", str(limit).encode()))
+            headers.append((b"ratelimit-remaining", str(remaining).encode()))
+            headers.append((b"ratelimit-reset", str(max(1, math.ceil(reset))).encode()))
+        if exceeded is not None:
+            retry_after = max(1, math.ceil(exceeded[1]))
+            headers.append((b"retry-after", str(retry_after).encode()))
+            return Verdict(False, headers, retry_after)
+        return Verdict(True, headers)

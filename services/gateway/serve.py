@@ -1,0 +1,41 @@
+"""Start the gateway under uvicorn, tuned for a proxy: uvloop, httptools, no access log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import uvicorn
+
+from services.common.telemetry import configure_logging
+from services.common.tracing import configure_tracing, trace_asgi
+from services.discovery import Discovery, from_env
+from services.gateway.app import Gateway
+
+SERVICE = "gateway"
+
+
+def build_app(spec_path: str | Path, discovery: Discovery | None = None) -> Gateway:
+    """The gateway ASGI app for a spec; discovery from MESHSERVE_DISCOVERY unless given."""
+    return Gateway(spec_path, discovery if discovery is not None else from_env())
+
+
+def serve(spec_path: str | Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    """Run until SIGINT/SIGTERM; `port` defaults to the spec's gateway.port."""
+    configure_logging(SERVICE)
+    configure_tracing(SERVICE)
+    gateway = build_app(spec_path)
+    uvicorn.run(
+        trace_asgi(gateway),
+        host=host,
+        port=port or gateway.policy.spec.gateway.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        backlog=4096,
+        timeout_keep_alive=30,
+        proxy_headers=False,
+    )
