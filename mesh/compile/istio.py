@@ -1,0 +1,211 @@
+"""Istio objects from the spec: the same numbers the local gateway enforces, in Istio's words.
+
+Per model host: a VirtualService (a header route per served version, then the weighted split with
+the optional mirror; timeout and retries on every route) and a DestinationRule (a subset per version,
+connection pool, outlier detection). Pipeline APIs and stages get the pipeline's resilience.
+Security: mTLS STRICT in the namespace, deny by default, then ALLOW rules: the Kong gateway may call
+the business APIs (and the models' v2 paths: the spec sets SLOs on direct model access), each pipeline's
+own services may call its stages and its model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.compile.names import Workload, common_labels, fqdn, namespace, subset, workloads
+from mesh.compile.settings import Environment
+from mesh.spec import MeshSpec, Resilience, format_duration
+
+NETWORKING = "networking.istio.io/v1"
+SECURITY = "security.istio.io/v1"
+
+
+def _meta(name: str, ns: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": ns, "labels": common_labels(component)}
+
+
+def route_policy(resilience: Resilience) -> dict[str, Any]:
+    """timeout + retries of one HTTP route."""
+    retries: dict[str, Any] = {"attempts": resilience.retries.attempts}
+    if resilience.retries.attempts > 0:
+        if resilience.retries.per_try_timeout is not None:
+            retries["perTryTimeout"] = format_duration(resilience.retries.per_try_timeout)
+        retries["retryOn"] = ",".join(resilience.retries.retry_on)
+    return {"timeout": format_duration(resilience.timeout), "retries": retries}
+
+
+def traffic_policy(resilience: Resilience) -> dict[str, Any]:
+    pool, outlier = resilience.connection_pool, resilience.outlier_detection
+    return {
+        "connectionPool": {
+            "tcp": {"maxConnections": pool.max_connections},
+            "http": {"http1MaxPendingRequests": pool.max_pending_requests},
+        },
+        "outlierDetection": {
+            "consecutive5xxErrors": outlier.consecutive_5xx_errors,
+            "interval": format_duration(outlier.interval),
+            "baseEjectionTime": format_duration(outlier.base_ejection_time),
+            "maxEjectionPercent": _whole_percent(outlier.max_ejection_percent, "max_ejection_percent"),
+        },
+    }
+
+
+def _whole_percent(value: float, field: str) -> int:
+    if not float(value).is_integer():
+        raise ValueError(f"resilience.outlier_detection.{field} must be a whole percent for Istio, got {value}")
+    return int(value)
+
+
+def model_virtual_service(model: str, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    ns = namespace(spec, env)
+    mspec = spec.models[model]
+    host = fqdn(model, ns)
+    policy = route_policy(mspec.resilience)
+    header = mspec.traffic.header if mspec.traffic else "x-model-version"
+    served = [v for v, vs in mspec.versions.items() if vs.replicas > 0]
+    routes: list[dict[str, Any]] = [
+        {
+            "name": f"header-{subset(v)}",
+            "match": [{"headers": {header: {"regex": f"^v?{v}$"}}}],
+            "route": [{"destination": {"host": host, "subset": subset(v)}}],
+            **policy,
+        }
+        for v in served
+    ]
+    split: dict[str, Any] = {
+        "name": "split",
+        "route": [
+            {"destination": {"host": host, "subset": subset(v)}, "weight": w}
+            for v, w in sorted(mspec.weights().items())
+        ],
+        **policy,
+    }
+    mirror = mspec.traffic.mirror if mspec.traffic else None
+    if mirror is not None and mirror.percentage > 0:
+        split["mirror"] = {"host": host, "subset": subset(mirror.version)}
+        split["mirrorPercentage"] = {"value": mirror.percentage}
+    routes.append(split)
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "VirtualService",
+        "metadata": _meta(model, ns, "model-host"),
+        "spec": {"hosts": [host], "http": routes},
+    }
+
+
+def model_destination_rule(model: str, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    ns = namespace(spec, env)
+    mspec = spec.models[model]
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "DestinationRule",
+        "metadata": _meta(model, ns, "model-host"),
+        "spec": {
+            "host": fqdn(model, ns),
+            "trafficPolicy": traffic_policy(mspec.resilience),
+            "subsets": [{"name": subset(v), "labels": {"version": subset(v)}} for v in sorted(mspec.versions)],
+        },
+    }
+
+
+def _pipeline_resilience(w: Workload, spec: MeshSpec) -> Resilience:
+    return spec.pipelines[str(w.pipeline)].resilience
+
+
+def service_virtual_service(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    ns = namespace(spec, env)
+    host = fqdn(w.name, ns)
+    route = {
+        "name": "default",
+        "route": [{"destination": {"host": host}}],
+        **route_policy(_pipeline_resilience(w, spec)),
+    }
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "VirtualService",
+        "metadata": _meta(w.name, ns, w.component),
+        "spec": {"hosts": [host], "http": [route]},
+    }
+
+
+def service_destination_rule(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    ns = namespace(spec, env)
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "DestinationRule",
+        "metadata": _meta(w.name, ns, w.component),
+        "spec": {"host": fqdn(w.name, ns), "trafficPolicy": traffic_policy(_pipeline_resilience(w, spec))},
+    }
+
+
+# --------------------------------------------------------------------------- security
+
+
+def principal(ns: str, service_account: str) -> str:
+    return f"cluster.local/ns/{ns}/sa/{service_account}"
+
+
+def peer_authentication(spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    return {
+        "apiVersion": SECURITY,
+        "kind": "PeerAuthentication",
+        "metadata": _meta("default", namespace(spec, env), "security"),
+        "spec": {"mtls": {"mode": "STRICT"}},
+    }
+
+
+def _allow(name: str, ns: str, selector: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": SECURITY,
+        "kind": "AuthorizationPolicy",
+        "metadata": _meta(name, ns, "security"),
+        "spec": {"selector": {"matchLabels": selector}, "action": "ALLOW", "rules": rules},
+    }
+
+
+def pipeline_principals(pipeline: str, spec: MeshSpec, env: Environment) -> list[str]:
+    """The business API and the stage services of one pipeline."""
+    ns = namespace(spec, env)
+    return [principal(ns, w.name) for w in workloads(spec, env) if w.pipeline == pipeline]
+
+
+def authorization_policies(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    ns = namespace(spec, env)
+    gateway = {"from": [{"source": {"principals": [env.gateway_principal]}}]}
+    policies = [
+        {
+            "apiVersion": SECURITY,
+            "kind": "AuthorizationPolicy",
+            "metadata": _meta("allow-nothing", ns, "security"),
+            "spec": {},  # an empty ALLOW policy matches nothing: deny unless a rule below allows
+        }
+    ]
+    for w in workloads(spec, env):
+        if w.component == "api":
+            policies.append(_allow(w.name, ns, w.selector, [gateway]))
+        elif w.component == "stage":
+            callers = pipeline_principals(str(w.pipeline), spec, env)
+            policies.append(_allow(w.name, ns, w.selector, [{"from": [{"source": {"principals": callers}}]}]))
+    for model in spec.models:
+        callers = [
+            p
+            for pname, pipeline in spec.pipelines.items()
+            if pipeline.model_stage().model == model
+            for p in pipeline_principals(pname, spec, env)
+        ]
+        rules: list[dict[str, Any]] = []
+        if callers:
+            rules.append({"from": [{"source": {"principals": callers}}]})
+        rules.append({**gateway, "to": [{"operation": {"paths": [f"/v2/models/{model}", f"/v2/models/{model}/*"]}}]})
+        policies.append(_allow(model, ns, {"app": model}, rules))
+    return policies
+
+
+def compile_istio(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    objects = [peer_authentication(spec, env), *authorization_policies(spec, env)]
+    for model in spec.models:
+        objects += [model_virtual_service(model, spec, env), model_destination_rule(model, spec, env)]
+    for w in workloads(spec, env):
+        if w.component in ("api", "stage"):
+            objects += [service_virtual_service(w, spec, env), service_destination_rule(w, spec, env)]
+    return objects

@@ -1,0 +1,333 @@
+"""Core Kubernetes objects from the spec: namespace, config, and per workload a ServiceAccount,
+Deployment, Service and PodDisruptionBudget; per model a host Service that Istio splits by version.
+
+Model artifacts: an init container syncs exactly one version (plus the model's config.yaml and
+labels.txt) from object storage into an emptyDir before the server starts. The server image stays
+generic (one image for every model and version, rebuilt only when code changes); a new version is an
+upload plus a spec edit; each pod reads a local copy (no ReadWriteMany volume, which EBS lacks; no
+network filesystem in the hot path); and the artifacts are immutable per version, so a pod never
+sees a half-written model. A dev cluster can instead mount an existing claim read-only (modelStore
+type `pvc`).
+
+Pods get the spec (without `traffic`: on Kubernetes the version split belongs to Istio, so the
+weights live only in the VirtualService and a canary change rolls no pod) and a static discovery
+file naming every service by its cluster DNS name: in-process clients call Service hosts and the
+sidecar applies the mesh policies.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from mesh.compile.names import (
+    HTTP_PORT,
+    HTTP_PORT_NAME,
+    ISTIO_MERGED_METRICS_PORT,
+    METRICS_PORT_NAME,
+    Workload,
+    common_labels,
+    fqdn,
+    namespace,
+    workloads,
+)
+from mesh.compile.settings import Environment
+from mesh.spec import MeshSpec
+
+SPEC_CONFIGMAP = "meshserve-spec"
+CONFIG_DIR = "/etc/meshserve"
+MODELS_DIR = "/models"
+RUN_AS = 10001
+PLAIN_METRICS_PORT = 9100  # Service port for /metrics when no Istio agent merges metrics
+
+
+def _meta(name: str, ns: str | None, labels: dict[str, str], annotations: dict[str, str] | None = None):
+    meta: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    if ns:
+        meta["namespace"] = ns
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def namespace_object(spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    labels = common_labels("namespace")
+    if env.platform.istio:
+        labels["istio-injection"] = "enabled"
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(namespace(spec, env), None, labels)}
+
+
+def pod_spec_document(spec: MeshSpec) -> dict[str, Any]:
+    """The spec as pods read it: artifacts under /models, and no traffic block (Istio owns the split)."""
+    doc = spec.model_dump(mode="json", exclude={"models": {m: {"traffic"} for m in spec.models}})
+    doc["repository"] = MODELS_DIR
+    return doc
+
+
+def discovery_document(spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    """notes/local-stack.md's static endpoints.json, each service at its cluster DNS name."""
+    ns = namespace(spec, env)
+    services: dict[str, list[dict[str, Any]]] = {}
+    for w in workloads(spec, env):
+        meta = {"version": str(w.version)} if w.version is not None else {}
+        services[w.name] = [{"instance": w.name, "host": fqdn(w.name, ns), "port": HTTP_PORT, "meta": meta}]
+    for model in spec.models:
+        services[model] = [{"instance": model, "host": fqdn(model, ns), "port": HTTP_PORT, "meta": {}}]
+    return {"services": services}
+
+
+def config_map(spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    data = {
+        "mesh.yaml": yaml.safe_dump(pod_spec_document(spec), sort_keys=False),
+        "endpoints.json": json.dumps(discovery_document(spec, env), indent=2, sort_keys=True),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(SPEC_CONFIGMAP, namespace(spec, env), common_labels("config")),
+        "data": data,
+    }
+
+
+def service_account(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    annotations = {}
+    if w.component == "model" and env.model_store.type == "s3" and env.model_store.role_arn:
+        annotations["eks.amazonaws.com/role-arn"] = env.model_store.role_arn  # IRSA: read the bucket
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(w.name, namespace(spec, env), w.labels, annotations),
+        "automountServiceAccountToken": False,
+    }
+
+
+def command(w: Workload) -> list[str]:
+    """Arguments to the image's `meshserve` entry point."""
+    listen = ["--host", "0.0.0.0", "--port", str(HTTP_PORT)]
+    if w.component == "model":
+        return ["serve", "--repository", MODELS_DIR, "--model", f"{w.model}:{w.version}", *listen]
+    if w.component == "stage":
+        return ["stage", "--pipeline", str(w.pipeline), "--stage", w.name.removeprefix(f"{w.pipeline}-"), *listen]
+    return ["api", "--pipeline", str(w.pipeline), *listen]
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _env(w: Workload, ns: str, env: Environment) -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "MESHSERVE_SPEC", "value": f"{CONFIG_DIR}/mesh.yaml"},
+        {"name": "MESHSERVE_DISCOVERY", "value": f"static:{CONFIG_DIR}/endpoints.json"},
+        {"name": "MESHSERVE_TRAFFIC", "value": "mesh" if env.platform.istio else "client"},
+        {"name": "OTEL_SERVICE_NAME", "value": w.name},
+        {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": f"k8s.pod.name=$(POD_NAME),service.namespace={ns}"},
+    ]
+    if env.platform.logging:
+        values.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": env.otlp_endpoint})
+    return values
+
+
+def _resources(w: Workload, spec: MeshSpec) -> dict[str, Any]:
+    if w.component != "model":
+        return {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+    vspec = spec.models[str(w.model)].versions[int(w.version or 0)]
+    resources = {"requests": dict(vspec.resources.requests), "limits": dict(vspec.resources.limits)}
+    if w.gpu:
+        resources["limits"]["nvidia.com/gpu"] = str(vspec.gpus)
+    return resources
+
+
+def _model_sync(w: Workload, env: Environment) -> dict[str, Any]:
+    base = str(env.model_store.uri).rstrip("/")
+    return {
+        "name": "model-sync",
+        "image": env.model_store.image,
+        "command": ["aws", "s3", "sync", f"{base}/{w.model}/", f"{MODELS_DIR}/{w.model}/", "--no-progress"],
+        "args": [
+            "--exclude",
+            "*",
+            "--include",
+            "config.yaml",
+            "--include",
+            "labels.txt",
+            "--include",
+            f"{w.version}/*",
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "securityContext": _security_context(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def pod_template(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": SPEC_CONFIGMAP}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    args = command(w)
+    if w.component == "model":
+        args += ["--drain-limit", str(env.drain_seconds)]
+        mounts.append({"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
+        if env.model_store.type == "pvc":
+            volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": env.model_store.claim}})
+        else:
+            volumes.append({"name": "models", "emptyDir": {"sizeLimit": "10Gi"}})
+
+    def probe(path: str, failure_threshold: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": HTTP_PORT_NAME},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": failure_threshold,
+        }
+
+    container = {
+        "name": "server",
+        "image": env.image(gpu=w.gpu),
+        "imagePullPolicy": "IfNotPresent",
+        "args": args,
+        "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": _env(w, namespace(spec, env), env),
+        "resources": _resources(w, spec),
+        "startupProbe": probe("/v2/health/ready", 60),  # model loads can take minutes on a cold GPU
+        "livenessProbe": probe("/v2/health/live", 3),
+        "readinessProbe": probe("/v2/health/ready", 2),
+        # Endpoints drop a terminating pod while this sleeps; then SIGTERM starts the server's drain.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(env.prestop_seconds)]}}},
+        "securityContext": _security_context(),
+        "volumeMounts": mounts,
+    }
+    pod: dict[str, Any] = {
+        "serviceAccountName": w.name,
+        "terminationGracePeriodSeconds": env.grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if w.component == "model" and env.model_store.type == "s3":
+        pod["initContainers"] = [_model_sync(w, env)]
+    if w.gpu:
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        pod["nodeSelector"] = dict(env.gpu_node_selector)
+    annotations = {
+        # istio-agent merges these app metrics with Envoy's on :15020 (plain HTTP, outside mTLS).
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    if env.platform.istio:
+        annotations["proxy.istio.io/config"] = json.dumps(
+            {
+                "holdApplicationUntilProxyStarts": True,
+                "terminationDrainDuration": f"{env.grace_seconds - 5}s",
+                "proxyMetadata": {"EXIT_ON_ZERO_ACTIVE_CONNECTIONS": "true"},
+            },
+            sort_keys=True,
+        )
+    return {"metadata": {"labels": w.labels, "annotations": annotations}, "spec": pod}
+
+
+def autoscaled(w: Workload, env: Environment) -> bool:
+    """KEDA owns the replica count of serving model versions (see mesh/compile/keda.py)."""
+    return env.platform.keda and w.component == "model" and w.replicas > 0
+
+
+def deployment(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "selector": {"matchLabels": w.selector},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "revisionHistoryLimit": 5,
+        "template": pod_template(w, spec, env),
+    }
+    if not autoscaled(w, env):
+        body = {"replicas": w.replicas, **body}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(w.name, namespace(spec, env), w.labels),
+        "spec": body,
+    }
+
+
+def _http_port() -> dict[str, Any]:
+    return {"name": HTTP_PORT_NAME, "port": HTTP_PORT, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}
+
+
+def _kong_upstream(service: str, ns: str, env: Environment) -> dict[str, str]:
+    """Kong proxies to the Service (not pod IPs) with the Service's Host, so its sidecar applies Istio routing."""
+    if not env.platform.kong:
+        return {}
+    return {"ingress.kubernetes.io/service-upstream": "true", "konghq.com/host-header": fqdn(service, ns)}
+
+
+def service(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    ns = namespace(spec, env)
+    metrics_target = ISTIO_MERGED_METRICS_PORT if env.platform.istio else HTTP_PORT_NAME
+    metrics_port = ISTIO_MERGED_METRICS_PORT if env.platform.istio else PLAIN_METRICS_PORT
+    annotations = _kong_upstream(w.name, ns, env) if w.component == "api" else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(w.name, ns, w.labels, annotations),
+        "spec": {
+            "selector": w.selector,
+            "ports": [
+                _http_port(),
+                {"name": METRICS_PORT_NAME, "port": metrics_port, "targetPort": metrics_target, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def model_host_service(model: str, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    """`<model>`: every version's pods; the VirtualService for this host picks the subset."""
+    ns = namespace(spec, env)
+    labels = {"app": model, "app.kubernetes.io/name": model, **common_labels("model-host")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(model, ns, labels, _kong_upstream(model, ns, env)),
+        "spec": {"selector": {"app": model}, "ports": [_http_port()]},
+    }
+
+
+def disruption_budget(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(w.name, namespace(spec, env), w.labels),
+        # maxUnavailable (not minAvailable) so a single-replica workload never blocks a node drain.
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": w.selector}},
+    }
+
+
+def compile_core(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    objects = [namespace_object(spec, env), config_map(spec, env)]
+    for w in workloads(spec, env):
+        objects += [service_account(w, spec, env), deployment(w, spec, env), service(w, spec, env)]
+        if w.replicas > 0:
+            objects.append(disruption_budget(w, spec, env))
+    objects += [model_host_service(model, spec, env) for model in spec.models]
+    return objects

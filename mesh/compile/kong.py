@@ -1,0 +1,139 @@
+"""Kong Ingress Controller objects from the spec's `gateway` block: key-auth, per-consumer rate
+limits, consumers with their key Secrets, and one Ingress for the pipeline routes and the models'
+direct v2 paths.
+
+Kong runs inside the mesh: its Services are proxied as Services (`service-upstream`, set on the
+Service objects in mesh/compile/k8s.py) with `preserve-host: false`, so Kong's sidecar sees the
+Service host and applies the VirtualService split, retries and mTLS. Key values never appear here:
+`consumer_secret` takes the value from the caller (a Pulumi secret in infra/).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.compile.names import HTTP_PORT_NAME, common_labels, namespace
+from mesh.compile.settings import Environment
+from mesh.spec import Consumer, MeshSpec, RateLimit
+
+KONG = "configuration.konghq.com/v1"
+INGRESS_CLASS = "kong"
+KEY_AUTH = "meshserve-key-auth"
+RATE_LIMIT = "meshserve-rate-limit"
+
+
+def _plugin(name: str, ns: str, plugin: str, config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": KONG,
+        "kind": "KongPlugin",
+        "metadata": {"name": name, "namespace": ns, "labels": common_labels("gateway")},
+        "plugin": plugin,
+        "config": config,
+    }
+
+
+def rate_limit_config(limit: RateLimit) -> dict[str, Any]:
+    return {**limit.windows(), "limit_by": "consumer", "policy": "local"}
+
+
+def consumer_plugin_name(consumer: Consumer) -> str:
+    return f"rate-limit-{consumer.username}"
+
+
+def secret_name(consumer: Consumer) -> str:
+    if not consumer.api_key.secret:
+        raise ValueError(
+            f"gateway.consumers.{consumer.username}.api_key.secret: a Kubernetes Secret name is needed on a "
+            "cluster (the key comes from a Pulumi secret); add `secret: <name>`"
+        )
+    return consumer.api_key.secret
+
+
+def plugins(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    ns = namespace(spec, env)
+    gw = spec.gateway
+    out = [
+        _plugin(KEY_AUTH, ns, "key-auth", {"key_names": list(gw.key_names), "hide_credentials": gw.hide_credentials}),
+        _plugin(RATE_LIMIT, ns, "rate-limiting", rate_limit_config(gw.rate_limit)),
+    ]
+    # Kong's precedence puts a consumer's plugin above a route's: the consumer's own limit wins.
+    out += [
+        _plugin(consumer_plugin_name(c), ns, "rate-limiting", rate_limit_config(c.rate_limit))
+        for c in gw.consumers
+        if c.rate_limit is not None
+    ]
+    return out
+
+
+def consumers(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    ns = namespace(spec, env)
+    out = []
+    for c in spec.gateway.consumers:
+        annotations = {"kubernetes.io/ingress.class": INGRESS_CLASS}
+        if c.rate_limit is not None:
+            annotations["konghq.com/plugins"] = consumer_plugin_name(c)
+        out.append(
+            {
+                "apiVersion": KONG,
+                "kind": "KongConsumer",
+                "metadata": {
+                    "name": c.username,
+                    "namespace": ns,
+                    "labels": common_labels("gateway"),
+                    "annotations": annotations,
+                },
+                "username": c.username,
+                "credentials": [secret_name(c)],
+            }
+        )
+    return out
+
+
+def consumer_secret(consumer: Consumer, spec: MeshSpec, env: Environment, key: Any) -> dict[str, Any]:
+    """The key-auth credential Secret; `key` is the value (a Pulumi secret Output in infra/)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name(consumer),
+            "namespace": namespace(spec, env),
+            "labels": {**common_labels("gateway"), "konghq.com/credential": "key-auth"},
+        },
+        "type": "Opaque",
+        "stringData": {"key": key},
+    }
+
+
+def ingress(spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    def path(route: str, kind: str, service: str) -> dict[str, Any]:
+        backend = {"service": {"name": service, "port": {"name": HTTP_PORT_NAME}}}
+        return {"path": route, "pathType": kind, "backend": backend}
+
+    paths = [path(p.route, "Exact", name) for name, p in spec.pipelines.items()]
+    paths += [path(f"/v2/models/{model}", "Prefix", model) for model in spec.models]
+    body: dict[str, Any] = {
+        "ingressClassName": INGRESS_CLASS,
+        "rules": [{"host": env.domain, "http": {"paths": paths}}],
+    }
+    if env.tls_secret:
+        body["tls"] = [{"hosts": [env.domain], "secretName": env.tls_secret}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "meshserve",
+            "namespace": namespace(spec, env),
+            "labels": common_labels("gateway"),
+            "annotations": {
+                "konghq.com/plugins": f"{KEY_AUTH},{RATE_LIMIT}",
+                "konghq.com/preserve-host": "false",
+                "konghq.com/strip-path": "false",
+            },
+        },
+        "spec": body,
+    }
+
+
+def compile_kong(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    """Everything but the Secrets (their values are secrets: see `consumer_secret`)."""
+    return [*plugins(spec, env), *consumers(spec, env), ingress(spec, env)]

@@ -1,0 +1,117 @@
+"""Names and labels shared by every compiler: one place decides how a spec entry becomes an object name.
+
+Service names follow notes/local-stack.md (they are also the discovery keys locally):
+`<model>-v<version>`, `<pipeline>-<stage>`, `<pipeline>` (business API), and `<model>` (the host that
+Istio splits across versions). Istio reads the `app`/`version` labels for subsets and telemetry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mesh.compile.settings import Environment
+from mesh.spec import MeshSpec
+
+HTTP_PORT = 8000
+HTTP_PORT_NAME = "http"  # Istio picks the protocol from the `http` prefix
+METRICS_PORT_NAME = "http-metrics"
+ISTIO_MERGED_METRICS_PORT = 15020  # istio-agent serves app + Envoy metrics here, outside mTLS
+PART_OF = "meshserve"
+
+Component = Literal["model", "stage", "api"]
+
+
+def version_name(model: str, version: int) -> str:
+    return f"{model}-v{version}"
+
+
+def subset(version: int) -> str:
+    return f"v{version}"
+
+
+def namespace(spec: MeshSpec, env: Environment) -> str:
+    return env.namespace or spec.namespace
+
+
+def fqdn(service: str, ns: str) -> str:
+    return f"{service}.{ns}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One Deployment + Service + ServiceAccount: a model version, a pipeline stage, or a business API."""
+
+    name: str
+    component: Component
+    app: str  # Istio `app` label: the model name for model versions, else the service name
+    replicas: int
+    version: int | None = None
+    model: str | None = None
+    pipeline: str | None = None
+    gpu: bool = False
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def selector(self) -> dict[str, str]:
+        labels = {"app": self.app}
+        if self.version is not None:
+            labels["version"] = subset(self.version)
+        return labels
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            **self.selector,
+            "app.kubernetes.io/name": self.name,
+            "app.kubernetes.io/component": self.component,
+            "app.kubernetes.io/part-of": PART_OF,
+            **self.extra_labels,
+        }
+
+
+def workloads(spec: MeshSpec, env: Environment) -> list[Workload]:
+    """Every workload the spec declares, replicas after the stack's overrides (keyed by service name)."""
+    out: list[Workload] = []
+    for model, mspec in spec.models.items():
+        for version, vspec in mspec.versions.items():
+            name = version_name(model, version)
+            out.append(
+                Workload(
+                    name=name,
+                    component="model",
+                    app=model,
+                    replicas=env.replicas.get(name, vspec.replicas),
+                    version=version,
+                    model=model,
+                    gpu=vspec.device == "gpu",
+                )
+            )
+    for service, _pipeline, stage in spec.stage_services():
+        pname = service.removesuffix(f"-{stage.name}")
+        out.append(
+            Workload(
+                name=service,
+                component="stage",
+                app=service,
+                replicas=env.replicas.get(service, stage.replicas),
+                pipeline=pname,
+                extra_labels={"meshserve.io/pipeline": pname},
+            )
+        )
+    for pname, pipeline in spec.pipelines.items():
+        out.append(
+            Workload(
+                name=pname,
+                component="api",
+                app=pname,
+                replicas=env.replicas.get(pname, pipeline.replicas),
+                pipeline=pname,
+                extra_labels={"meshserve.io/pipeline": pname},
+            )
+        )
+    return out
+
+
+def common_labels(component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": component}

@@ -1,0 +1,140 @@
+"""`meshserve render` and `meshserve validate`: the compilers' output as YAML for kubectl or GitOps.
+
+`render --stack dev -o out/` reads `Pulumi.dev.yaml` (plain values; no Pulumi CLI needed), compiles
+the spec and writes one file per object, named `NNN-<group>-<kind>-<namespace>-<name>.yaml` so that
+`kubectl apply -f out/` applies namespaces and core objects before the custom resources. Secrets
+are never rendered: the command prints how to create them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RENDERED = re.compile(r"^\d{3}-[a-z]+-[a-z0-9]+-[a-z0-9_-]+-[a-z0-9.-]+\.yaml$")
+
+
+def _default_spec() -> str:
+    from mesh.spec import DEFAULT_SPEC_PATH
+
+    return os.environ.get("MESHSERVE_SPEC", str(DEFAULT_SPEC_PATH))
+
+
+def file_name(index: int, group: str, obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{index:03d}-{group}-{obj['kind'].lower()}-{meta.get('namespace', '_')}-{meta['name']}.yaml"
+
+
+def render_objects(spec_path: Path, stack: str, root: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(group, object) in apply order; raises SpecError / SettingsError / ValueError on bad input."""
+    from mesh.compile import GROUPS, compile_all
+    from mesh.compile.settings import load_stack
+    from mesh.spec import load_spec
+
+    env = load_stack(stack, root)
+    spec = load_spec(spec_path)
+    groups = compile_all(spec, env)
+    return [(group, obj) for group in GROUPS for obj in groups[group]]
+
+
+def write_objects(objects: list[tuple[str, dict[str, Any]]], out: Path) -> list[Path]:
+    """Replace the previous render in `out` (files named like ours), keep everything else."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.is_file() and RENDERED.match(old.name):
+            old.unlink()
+    written = []
+    for index, (group, obj) in enumerate(objects):
+        path = out / file_name(index, group, obj)
+        path.write_text(yaml.safe_dump(obj, sort_keys=False, width=1000))
+        written.append(path)
+    return written
+
+
+def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
+    from mesh.compile.settings import load_stack
+    from mesh.spec import load_spec
+
+    env = load_stack(stack, root)
+    spec = load_spec(spec_path)
+    ns = env.namespace or spec.namespace
+    lines = []
+    if env.platform.kong:
+        for c in spec.gateway.consumers:
+            if c.api_key.secret:
+                lines.append(
+                    f'kubectl -n {ns} create secret generic {c.api_key.secret} --from-literal=key="$KEY" && '
+                    f"kubectl -n {ns} label secret {c.api_key.secret} konghq.com/credential=key-auth"
+                )
+    if env.platform.logging:
+        lines.append(
+            f"kubectl -n {env.logging_namespace} create secret generic meshserve-elastic-admin "
+            "--type=kubernetes.io/basic-auth --from-literal=username=meshserve-admin "
+            '--from-literal=password="$PASSWORD" --from-literal=roles=superuser'
+        )
+    return lines
+
+
+def _render(args: argparse.Namespace) -> int:
+    from mesh.compile.settings import SettingsError
+    from mesh.spec import SpecError
+
+    spec_path, root, out = Path(args.spec), Path(args.root), Path(args.output)
+    try:
+        objects = render_objects(spec_path, args.stack, root)
+        written = write_objects(objects, out)
+        secrets = secret_instructions(spec_path, args.stack, root)
+    except (SpecError, SettingsError, ValueError, OSError) as exc:
+        print(f"meshserve render: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} objects to {out}/ (stack {args.stack})")
+    if secrets:
+        print("Secrets are not rendered; create them (values from your secret store):", file=sys.stderr)
+        for line in secrets:
+            print(f"  {line}", file=sys.stderr)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from mesh.compile.settings import SettingsError, load_stack
+    from mesh.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(Path(args.spec))
+        if args.stack:
+            load_stack(args.stack, Path(args.root))
+    except (SpecError, SettingsError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    versions = sum(len(m.versions) for m in spec.models.values())
+    print(
+        f"{args.spec}: valid ({len(spec.models)} models, {versions} versions, {len(spec.pipelines)} pipelines, "
+        f"{len(spec.gateway.consumers)} consumers, {len(spec.slos)} SLOs)"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    render = subparsers.add_parser(
+        "render", help="write the Kubernetes/Istio/Kong/KEDA/monitoring objects as YAML (kubectl, GitOps)"
+    )
+    render.add_argument("--stack", required=True, help="reads Pulumi.<stack>.yaml for environment settings")
+    render.add_argument("-o", "--output", required=True, help="output folder (previous renders in it are replaced)")
+    render.add_argument(
+        "--spec", default=_default_spec(), help="mesh spec (default: $MESHSERVE_SPEC or mesh/mesh.yaml)"
+    )
+    render.add_argument("--root", default=str(REPO_ROOT), help="folder holding Pulumi.<stack>.yaml")
+    render.set_defaults(func=_render)
+
+    validate = subparsers.add_parser("validate", help="validate the mesh spec (and a stack's config); exit 1 if bad")
+    validate.add_argument("--spec", default=_default_spec())
+    validate.add_argument("--stack", help="also validate Pulumi.<stack>.yaml's meshserve settings")
+    validate.add_argument("--root", default=str(REPO_ROOT))
+    validate.set_defaults(func=_validate)
