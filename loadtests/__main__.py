@@ -1,0 +1,105 @@
+"""`python -m loadtests run --suite classify --host http://127.0.0.1:8080 --shape step --duration 30s`
+
+Runs Locust headless against the local stack or any host (a cluster's gateway), gated on the
+route's SLO from the spec; writes CSV, HTML, the verdicts (JSON) and a latency-over-time PNG into
+--out. The exit code is Locust's: non-zero when the SLO gate (or the canary split check) fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from loadtests.report import plot_latency
+from loadtests.shapes import SHAPES
+from loadtests.users import SUITES
+from mesh.spec import DEFAULT_SPEC_PATH, format_duration, load_spec, parse_duration
+
+HERE = Path(__file__).resolve().parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one suite headless and gate it on the spec's SLO")
+    run.add_argument("--suite", choices=sorted(SUITES), default="classify")
+    run.add_argument("--host", default=os.environ.get("LOADTEST_HOST", "http://127.0.0.1:8080"))
+    run.add_argument("--shape", choices=[*sorted(SHAPES), "none"], default="none")
+    run.add_argument("--duration", default="30s", help="run length (a duration: 30s, 2m)")
+    run.add_argument("--users", type=int, default=10, help="users (the peak for step/spike)")
+    run.add_argument("--spawn-rate", type=float, default=None, help="users started per second")
+    run.add_argument("--rps-per-user", type=float, default=0, help="cap each user's request rate (0 = no cap)")
+    run.add_argument("--spec", type=Path, default=DEFAULT_SPEC_PATH, help="mesh.yaml with the route's SLO")
+    run.add_argument("--out", type=Path, default=None, help="report folder (default runs/loadtest-<time>)")
+    run.add_argument("--no-canary-check", action="store_true", help="skip the x-model-version split check")
+    run.set_defaults(func=run_command)
+    return parser
+
+
+def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
+    seconds = parse_duration(args.duration)
+    command = [
+        sys.executable, "-m", "locust",
+        "--config", str(HERE / "locust.conf"),
+        "--locustfile", str(HERE / "locustfile.py"),
+        "--host", args.host,
+        "--headless",
+        "--csv", str(out / "locust"),
+        "--html", str(out / "report.html"),
+        "--users", str(args.users),
+        "--spawn-rate", str(args.spawn_rate or max(1, args.users)),
+        "--run-time", f"{max(1, round(seconds))}s",
+    ]  # fmt: skip
+    return command
+
+
+def locust_env(args: argparse.Namespace, out: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LOADTEST_SUITE=args.suite,
+        LOADTEST_SHAPE=args.shape,
+        LOADTEST_SPEC=str(args.spec.resolve()),
+        LOADTEST_USERS=str(args.users),
+        LOADTEST_DURATION=str(parse_duration(args.duration)),
+        LOADTEST_VERDICT_FILE=str(out / "verdicts.json"),
+        LOADTEST_RPS_PER_USER=str(args.rps_per_user),
+    )
+    if args.spawn_rate:
+        env["LOADTEST_SPAWN_RATE"] = str(args.spawn_rate)
+    if args.no_canary_check:
+        env["LOADTEST_CANARY_CHECK"] = "0"
+    root = str(HERE.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_command(args: argparse.Namespace) -> int:
+    out = (args.out or Path("runs") / f"loadtest-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    code = subprocess.call(locust_command(args, out), env=locust_env(args, out))
+    history = out / "locust_stats_history.csv"
+    if history.exists():
+        slo = load_spec(args.spec, check_repository=False).slo_for(SUITES[args.suite].route)
+        bounds = {"p95": slo.p95_latency * 1000, "p99": slo.p99_latency * 1000} if slo else None
+        title = (
+            f"{args.suite} {SUITES[args.suite].route} ({args.shape}, {format_duration(parse_duration(args.duration))})"
+        )
+        plot_latency(history, out / "latency.png", title=title, slo_ms=bounds)
+    verdicts = out / "verdicts.json"
+    passed = json.loads(verdicts.read_text())["passed"] if verdicts.exists() else None
+    print(f"reports in {out} (gate {'passed' if passed else 'failed' if passed is False else 'did not run'})")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
