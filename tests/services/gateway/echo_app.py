@@ -1,0 +1,43 @@
+"""A stand-in upstream for client and pipeline-route tests (run under uvicorn as a real process).
+
+GET/POST /echo: 200 with the request's headers, path and body size as JSON.
+/status/<code>: answers that code. /sleep/<ms>: answers 200 after that long.
+Every answer names the process (x-served-by = the port) and sets x-model-version: 7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import orjson
+
+SERVED_BY = os.environ.get("ECHO_NAME", "echo").encode()
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    path: str = scope["path"]
+    status = 200
+    if path.startswith("/status/"):
+        status = int(path.rsplit("/", 1)[1])
+    elif path.startswith("/sleep/"):
+        await asyncio.sleep(int(path.rsplit("/", 1)[1]) / 1000)
+    payload = orjson.dumps(
+        {
+            "path": path,
+            "query": scope["query_string"].decode(),
+            "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
+            "body_bytes": len(body),
+        }
+    )
+    headers = [(b"content-type", b"application/json"), (b"x-served-by", SERVED_BY), (b"x-model-version", b"7")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
