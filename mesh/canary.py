@@ -22,7 +22,7 @@ from typing import Any
 
 # Modules that add `meshserve canary <sub>` subcommands (e.g. `advance`, automated analysis). Each defines
 # `register_canary(canary_subparsers) -> None`; add one line here per module.
-EXTENSION_MODULES: tuple[str, ...] = ()
+EXTENSION_MODULES: tuple[str, ...] = ("mesh.canary_analysis",)  # advance
 
 
 class CanaryError(ValueError):

@@ -204,7 +204,7 @@ def canary_comparison() -> dict:
         failed = f'rate({INF}_requests_total{{{sel(v)},outcome!="success"}}[{RI}])'
         return f"sum({failed}) / sum({total})"
 
-    mirror = 'model="$model",primary="$stable",mirror="$canary"'
+    mirror = 'model="$model",primary=~"$stable|$canary",mirror=~"$stable|$canary"'
     return _dashboard(
         "meshserve-canary",
         "meshserve / canary comparison",
@@ -234,8 +234,11 @@ def canary_comparison() -> dict:
                 "Top-1 agreement of mirrored answers (canary vs stable)",
                 [
                     (
-                        f'sum(rate(meshserve_gateway_mirror_agreement_total{{{mirror},agree="true"}}[{RI}]))'
-                        f" / sum(rate(meshserve_gateway_mirror_agreement_total{{{mirror}}}[{RI}]))",
+                        _ratio(
+                            f'rate(meshserve_gateway_mirror_agreement_total{{{mirror},agree="true"}}[{RI}])',
+                            f"rate(meshserve_gateway_mirror_agreement_total{{{mirror}}}[{RI}])",
+                            "model",
+                        ),
                         "agreement",
                     )
                 ],

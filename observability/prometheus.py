@@ -34,6 +34,7 @@ from services.discovery import ENDPOINTS_FILE
 from services.discovery.static import Table, parse_table
 
 BINARY_ENV = "MESHSERVE_PROMETHEUS"  # path of the binary, or "off"
+URL_FILE = "prometheus/url"  # relative to the run dir: where tools (canary advance) find it
 
 
 def file_sd_targets(table: Table) -> list[dict[str, Any]]:
@@ -141,6 +142,7 @@ class LocalPrometheus:
         if self._thread is not None:
             self._thread.join(timeout=2)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        (self.workdir / "url").unlink(missing_ok=True)
 
 
 def start_prometheus(
@@ -182,6 +184,7 @@ def start_prometheus(
     )
     log.close()
     prom = LocalPrometheus(f"http://127.0.0.1:{port}", process, workdir, data_dir, run_dir / ENDPOINTS_FILE, targets)
+    (run_dir / URL_FILE).write_text(prom.url + "\n")
     prom.sync_targets()
     prom._thread = threading.Thread(target=prom._follow, args=(0.25,), name="prometheus-targets", daemon=True)
     prom._thread.start()

@@ -72,22 +72,30 @@ def version_latency_quantile(model: str, version: int | str, quantile: float, wi
     return f"histogram_quantile({quantile}, sum by (le) (rate({INFERENCE_DURATION}_bucket{{{sel}}}[{window}])))"
 
 
+def version_requests(model: str, version: int | str, window: str) -> str:
+    return f"sum(increase({INFERENCE_REQUESTS}{{{version_selector(model, version)}}}[{window}]))"
+
+
 def version_request_rate(model: str, version: int | str, window: str) -> str:
     return f"sum(rate({INFERENCE_REQUESTS}{{{version_selector(model, version)}}}[{window}]))"
 
 
-def mirror_agreement(model: str, primary: int | str, mirror: int | str, window: str) -> str:
-    """Top-1 agreement of mirrored answers with the primary's (NaN until a mirror is compared)."""
-    sel = f"model={quote(model)},primary={quote(str(primary))},mirror={quote(str(mirror))}"
-    return (
-        f'sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{sel},agree="true"}}[{window}]))'
-        f" / sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{sel}}}[{window}]))"
-    )
+def _mirror_pair(model: str, a: int | str, b: int | str) -> str:
+    """Both directions: the primary may be either version (a canary at 100% mirrors to the stable)."""
+    pair = f"{a}|{b}"
+    return f'model={quote(model)},primary=~"{pair}",mirror=~"{pair}"'
 
 
-def mirror_compared(model: str, primary: int | str, mirror: int | str, window: str) -> str:
-    sel = f"model={quote(model)},primary={quote(str(primary))},mirror={quote(str(mirror))}"
-    return f"sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{sel}}}[{window}]))"
+def mirror_agreement(model: str, a: int | str, b: int | str, window: str) -> str:
+    """Top-1 agreement between two versions on mirrored inputs (empty until a mirror is compared)."""
+    sel = _mirror_pair(model, a, b)
+    compared = f"sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{sel}}}[{window}]))"
+    agreed = f'sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{sel},agree="true"}}[{window}]))'
+    return f"({agreed} or {compared} * 0) / {compared}"  # all disagreeing reads 0, not empty
+
+
+def mirror_compared(model: str, a: int | str, b: int | str, window: str) -> str:
+    return f"sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{_mirror_pair(model, a, b)}}}[{window}]))"
 
 
 def service_up(service: str) -> str:
