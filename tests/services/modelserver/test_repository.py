@@ -34,6 +34,11 @@ def index(server: Server) -> dict[tuple[str, str | None], dict]:
     return {(row["name"], row.get("version")): row for row in server.post("/v2/repository/index").json()}
 
 
+def row(server: Server, model: str, version: str | None) -> dict:
+    """The index row of one version ({} until the server reports it)."""
+    return index(server).get((model, version), {})
+
+
 def put_file(path: Path, data: bytes) -> None:
     """Write next to the target, then rename: the poller never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,13 +68,13 @@ def test_polling_adds_removes_and_survives_broken_versions(tmp_path: Path) -> No
 
         # hot remove
         shutil.rmtree(repo / "hot" / "1")
-        wait_for(lambda: index(server)[("hot", "1")]["state"] == "UNLOADED", what="version 1 unloaded")
+        wait_for(lambda: row(server, "hot", "1").get("state") == "UNLOADED", what="version 1 unloaded")
         assert server.get("/v2/models/hot/versions/1/ready").status_code == 503
         assert server.post("/v2/models/hot/versions/1/infer", json={"inputs": []}).status_code == 404
 
         # a broken new version is reported; version 2 keeps serving and stays the default
         put_file(repo / "hot" / "3" / "model.onnx", b"this is not an onnx file")
-        wait_for(lambda: index(server)[("hot", "3")]["state"] == "UNAVAILABLE", what="version 3 reported")
+        wait_for(lambda: row(server, "hot", "3").get("state") == "UNAVAILABLE", what="version 3 reported")
         assert "failed to load" in index(server)[("hot", "3")]["reason"]
         assert server.metric("meshserve_model_load_failures_total", model="hot", version="3") >= 1
         assert server.metric("meshserve_model_state", model="hot", version="3", state="UNAVAILABLE") == 1
@@ -77,7 +82,7 @@ def test_polling_adds_removes_and_survives_broken_versions(tmp_path: Path) -> No
 
         # a broken replacement of a serving version's file leaves the loaded session serving
         put_file(repo / "hot" / "2" / "model.onnx", b"garbage")
-        wait_for(lambda: "previously loaded" in index(server)[("hot", "2")]["reason"], what="reload failure")
+        wait_for(lambda: "previously loaded" in row(server, "hot", "2").get("reason", ""), what="reload failure")
         assert index(server)[("hot", "2")]["state"] == "READY"
         assert infer(server, "hot", "2") == ("2", pytest.approx(expected(v2)))
         assert server.get("/v2/health/ready").status_code == 200
@@ -132,9 +137,9 @@ def test_broken_config_is_reported_and_not_ready(tmp_path: Path) -> None:
     affine(repo / "bad" / "1" / "model.onnx", seed=1)
     write_config(repo / "bad", max_batch_size=4, instance_group={"count": 1, "kidn": "KIND_CPU"})
     with run_server(repo, "--poll-interval", "0", log_dir=tmp_path, ready=False) as server:
-        wait_for(lambda: ("bad", None) in index(server), what="config failure reported")
-        row = index(server)[("bad", None)]
-        assert row["state"] == "UNAVAILABLE" and "kidn" in row["reason"]
+        wait_for(lambda: row(server, "bad", None), what="config failure reported")
+        entry = index(server)[("bad", None)]
+        assert entry["state"] == "UNAVAILABLE" and "kidn" in entry["reason"]
         assert server.get("/v2/health/ready").status_code == 503
         assert server.get("/v2/health/live").status_code == 200
         assert "kidn" in server.post("/v2/models/bad/infer", json={}).json()["error"]
