@@ -4,37 +4,44 @@ Targets come from the supervisor's discovery table (`<run-dir>/endpoints.json`),
 Prometheus file_sd (`targets.json`, rewritten whenever the table changes; Prometheus watches it),
 every target labelled `service`, `job` (= service, as prometheus-operator labels a
 ServiceMonitor's targets) and `instance`. Rules are the ones `observability.alerts` generates
-from the spec. Storage is a temp folder that goes away with the process.
+from the spec. Storage is a temp folder removed on exit.
 
-`start_local_prometheus(run_dir, spec)` is the supervisor's hook; it returns None when the
-binary is absent so `meshserve up` runs without it.
+It runs as one supervised process of `meshserve up` (`processes(stack)`, the supervisor's
+EXTRA_PROCESS_MODULES hook): `python -m observability.prometheus --run-dir R --spec S --port P`
+keeps the targets file current and runs the binary as its child, which dies with it. Without the
+binary the hook adds nothing and the stack runs without Prometheus. The scrape interval is
+MESHSERVE_SCRAPE_INTERVAL (default 5s; the tests use 1s).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
-import socket
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-from mesh.spec import MeshSpec
+from mesh.spec import MeshSpec, load_spec
 from observability.alerts import write_rules
 from services.discovery import ENDPOINTS_FILE
 from services.discovery.static import Table, parse_table
 
 BINARY_ENV = "MESHSERVE_PROMETHEUS"  # path of the binary, or "off"
+SCRAPE_INTERVAL_ENV = "MESHSERVE_SCRAPE_INTERVAL"
 URL_FILE = "prometheus/url"  # relative to the run dir: where tools (canary advance) find it
+SERVICE = "prometheus"
+
+
+# --------------------------------------------------------------------------- pure part
 
 
 def file_sd_targets(table: Table) -> list[dict[str, Any]]:
@@ -73,10 +80,7 @@ def find_binary() -> str | None:
     return shutil.which(configured or "prometheus")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# --------------------------------------------------------------------------- the edges
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -85,90 +89,63 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-@dataclass
-class LocalPrometheus:
-    """A running Prometheus process and the thread that keeps its targets file current."""
+class TargetSync:
+    """Rewrites the file_sd file whenever the discovery table changes (a polling thread)."""
 
-    url: str
-    process: subprocess.Popen
-    workdir: Path
-    data_dir: Path
-    endpoints_file: Path
-    targets_file: Path
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    def __init__(self, endpoints_file: Path, targets_file: Path, poll: float = 0.25) -> None:
+        self.endpoints_file = endpoints_file
+        self.targets_file = targets_file
+        self.poll = poll
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="prometheus-targets", daemon=True)
 
-    def sync_targets(self) -> None:
+    def sync(self) -> None:
         try:
             table = parse_table(self.endpoints_file.read_bytes())
         except (OSError, ValueError):
             table = {}
-        groups = file_sd_targets(table)
-        if not self.targets_file.exists() or json.loads(self.targets_file.read_text()) != groups:
-            _write_json_atomic(self.targets_file, groups)
+        _write_json_atomic(self.targets_file, file_sd_targets(table))
 
-    def _follow(self, poll: float) -> None:
+    def _follow(self) -> None:
         seen = None
-        while not self._stop.wait(poll):
+        while not self._stop.wait(self.poll):
             with contextlib.suppress(OSError):
                 stat = self.endpoints_file.stat()
                 identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
                 if identity != seen:
                     seen = identity
-                    self.sync_targets()
+                    self.sync()
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited with {self.process.returncode}; see {self.workdir}/prometheus.log"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"prometheus at {self.url} not ready after {timeout}s")
+    def start(self) -> None:
+        self.sync()
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        (self.workdir / "url").unlink(missing_ok=True)
+        self._thread.join(timeout=2)
 
 
-def start_prometheus(
-    run_dir: Path,
-    spec: MeshSpec,
-    *,
-    scrape_interval: str = "5s",
-    binary: str | None = None,
-    port: int = 0,
-    log_file: Path | None = None,
-) -> LocalPrometheus:
-    """Start Prometheus for the stack whose discovery table is `<run_dir>/endpoints.json`."""
-    binary = binary or find_binary()
-    if binary is None:
-        raise FileNotFoundError("no prometheus binary (install Debian's `prometheus`, or set MESHSERVE_PROMETHEUS)")
-    run_dir = Path(run_dir)
+def _die_with_parent() -> None:
+    """Child side of Popen: SIGTERM when the wrapper dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve(run_dir: Path, spec: MeshSpec, port: int, scrape_interval: str, binary: str) -> int:
+    """Run Prometheus for the stack in `run_dir` until SIGTERM/SIGINT; returns its exit code."""
     workdir = run_dir / "prometheus"
     workdir.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=workdir))
     rules = write_rules(spec, workdir / "rules.yml")
     targets = workdir / "targets.json"
     config = workdir / "prometheus.yml"
     config.write_text(yaml.safe_dump(prometheus_config(targets, [rules], scrape_interval), sort_keys=False))
-    port = port or _free_port()
-    log = open(log_file or workdir / "prometheus.log", "ab")  # noqa: SIM115 - owned by the process
-    process = subprocess.Popen(
+    sync = TargetSync(run_dir / ENDPOINTS_FILE, targets)
+    sync.start()
+    data_dir = Path(tempfile.mkdtemp(prefix="prometheus-data-"))
+    url = f"http://127.0.0.1:{port}"
+    child = subprocess.Popen(
         [
             binary,
             f"--config.file={config}",
@@ -177,28 +154,60 @@ def start_prometheus(
             "--storage.tsdb.retention.time=1d",
             "--web.enable-lifecycle",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
     )
-    log.close()
-    prom = LocalPrometheus(f"http://127.0.0.1:{port}", process, workdir, data_dir, run_dir / ENDPOINTS_FILE, targets)
-    (run_dir / URL_FILE).write_text(prom.url + "\n")
-    prom.sync_targets()
-    prom._thread = threading.Thread(target=prom._follow, args=(0.25,), name="prometheus-targets", daemon=True)
-    prom._thread.start()
-    return prom
 
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
 
-def start_local_prometheus(run_dir: Path, spec: MeshSpec, *, scrape_interval: str = "5s") -> LocalPrometheus | None:
-    """The supervisor's hook: Prometheus when the binary is present (ready, URL in `.url`), else None."""
-    if find_binary() is None:
-        return None
-    prom = start_prometheus(run_dir, spec, scrape_interval=scrape_interval)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    (run_dir / URL_FILE).write_text(url + "\n")
+    print(f"prometheus at {url} (config {config})", flush=True)
     try:
-        prom.wait_ready()
-    except Exception:
-        prom.stop()
-        raise
-    return prom
+        return child.wait()
+    finally:
+        sync.stop()
+        (run_dir / URL_FILE).unlink(missing_ok=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def processes(stack: Any) -> list[Any]:
+    """The supervisor hook (services/local EXTRA_PROCESS_MODULES): Prometheus, when the binary exists."""
+    from services.local.plan import ProcessSpec
+    from services.local.supervisor import free_port
+
+    binary = find_binary()
+    if binary is None:
+        return []
+    port = free_port()
+    interval = stack.env.get(SCRAPE_INTERVAL_ENV, "5s")
+    argv = (
+        sys.executable, "-m", "observability.prometheus",
+        "--run-dir", str(stack.run_dir), "--spec", str(stack.spec_path),
+        "--port", str(port), "--scrape-interval", interval, "--binary", binary,
+    )  # fmt: skip
+    return [ProcessSpec(SERVICE, f"{SERVICE}-0", argv, port, "/-/ready", discoverable=False)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m observability.prometheus", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, required=True, help="the stack's run dir (with endpoints.json)")
+    parser.add_argument("--spec", type=Path, required=True, help="mesh.yaml (the alert rules come from its SLOs)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--scrape-interval", default=os.environ.get(SCRAPE_INTERVAL_ENV, "5s"))
+    parser.add_argument("--binary", default=None)
+    args = parser.parse_args(argv)
+    binary = args.binary or find_binary()
+    if binary is None:
+        print("no prometheus binary: install Debian's `prometheus` or set MESHSERVE_PROMETHEUS", file=sys.stderr)
+        return 2
+    return serve(
+        args.run_dir.resolve(), load_spec(args.spec, check_repository=False), args.port, args.scrape_interval, binary
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
