@@ -155,7 +155,7 @@ def serve(run_dir: Path, spec: MeshSpec, port: int, scrape_interval: str, binary
             "--web.enable-lifecycle",
         ],
         stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+        preexec_fn=_die_with_parent,
     )
 
     def forward(signum: int, _frame: object) -> None:
