@@ -1,0 +1,71 @@
+"""What the local stack runs, derived from the spec: a pure function from spec (+ ports) to processes.
+
+Service and instance names follow the contracts: `<model>-v<version>` (one `meshserve serve` per
+replica), `<pipeline>-<stage>`, `<pipeline>` (business API) and `gateway`; instance = `<service>-<i>`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mesh.spec import MeshSpec
+
+MODEL_HEALTH = "/v2/health/ready"
+STAGE_HEALTH = "/ready"
+GATEWAY_HEALTH = "/healthz"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the stack; `argv` runs it, `health_path` on 127.0.0.1:`port` says it is ready."""
+
+    service: str
+    instance: str
+    argv: tuple[str, ...]
+    port: int
+    health_path: str
+    meta: dict[str, str] = field(default_factory=dict, hash=False)
+    env: dict[str, str] = field(default_factory=dict, hash=False)
+    discoverable: bool = True  # listed in discovery (everything the mesh routes to)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def plan_processes(
+    spec: MeshSpec,
+    spec_path: Path,
+    next_port: Callable[[], int],
+    *,
+    gateway_port: int | None = None,
+    with_gateway: bool = True,
+    python: str = sys.executable,
+) -> list[ProcessSpec]:
+    """Every model replica, stage replica, business API replica and the gateway, in start order."""
+    repository = spec.repository_path(spec_path.parent)
+    processes: list[ProcessSpec] = []
+    for model_name, model in spec.models.items():
+        for version, version_spec in model.versions.items():
+            service = f"{model_name}-v{version}"
+            for i in range(version_spec.replicas):
+                port = next_port()
+                argv = (python, "-m", "services.cli", "serve", "--repository", str(repository))
+                argv += ("--model", f"{model_name}:{version}", "--port", str(port), "--poll-interval", "0")
+                meta = {"model": model_name, "version": str(version)}
+                processes.append(ProcessSpec(service, f"{service}-{i}", argv, port, MODEL_HEALTH, meta))
+    pipeline_services = [(name, stage.replicas) for name, _, stage in spec.stage_services()]
+    pipeline_services += [(name, pipeline.replicas) for name, pipeline in spec.pipelines.items()]
+    for service, replicas in pipeline_services:
+        for i in range(replicas):
+            port = next_port()
+            argv = (python, "-m", "services.pipeline", "--service", service, "--spec", str(spec_path))
+            processes.append(ProcessSpec(service, f"{service}-{i}", (*argv, "--port", str(port)), port, STAGE_HEALTH))
+    if with_gateway:
+        port = gateway_port or spec.gateway.port
+        argv = (python, "-m", "services.gateway", "--spec", str(spec_path), "--port", str(port))
+        processes.append(ProcessSpec("gateway", "gateway-0", argv, port, GATEWAY_HEALTH))
+    return processes
