@@ -6,8 +6,9 @@ labels.txt) from object storage into an emptyDir before the server starts. The s
 generic (one image for every model and version, rebuilt only when code changes); a new version is an
 upload plus a spec edit; each pod reads a local copy (no ReadWriteMany volume, which EBS lacks; no
 network filesystem in the hot path); and the artifacts are immutable per version, so a pod never
-sees a half-written model. A dev cluster can instead mount an existing claim read-only (modelStore
-type `pvc`).
+sees a half-written model. Pipeline pods sync the whole repository (the spec loader checks every
+version's artifact; postprocess reads labels.txt). A dev cluster can instead mount an existing claim
+read-only (modelStore type `pvc`).
 
 Pods get the spec (without `traffic`: on Kubernetes the version split belongs to Istio, so the
 weights live only in the VirtualService and a canary change rolls no pod) and a static discovery
@@ -93,7 +94,7 @@ def config_map(spec: MeshSpec, env: Environment) -> dict[str, Any]:
 
 def service_account(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
     annotations = {}
-    if w.component == "model" and env.model_store.type == "s3" and env.model_store.role_arn:
+    if env.model_store.type == "s3" and env.model_store.role_arn:
         annotations["eks.amazonaws.com/role-arn"] = env.model_store.role_arn  # IRSA: read the bucket
     return {
         "apiVersion": "v1",
@@ -103,14 +104,20 @@ def service_account(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, 
     }
 
 
-def command(w: Workload) -> list[str]:
-    """Arguments to the image's `meshserve` entry point."""
+def command(w: Workload, env: Environment) -> list[str]:
+    """The container's command: the model server CLI, or the pipeline service runner."""
     listen = ["--host", "0.0.0.0", "--port", str(HTTP_PORT)]
     if w.component == "model":
-        return ["serve", "--repository", MODELS_DIR, "--model", f"{w.model}:{w.version}", *listen]
-    if w.component == "stage":
-        return ["stage", "--pipeline", str(w.pipeline), "--stage", w.name.removeprefix(f"{w.pipeline}-"), *listen]
-    return ["api", "--pipeline", str(w.pipeline), *listen]
+        model = f"{w.model}:{w.version}"
+        return ["meshserve", "serve", "--repository", MODELS_DIR, "--model", model, *listen, *_drain(env)]
+    return ["python", "-m", "services.pipeline", "--service", w.name, *listen]
+
+
+def _drain(env: Environment) -> list[str]:
+    return ["--drain-limit", str(env.drain_seconds)]
+
+
+HEALTH = {"model": ("/v2/health/live", "/v2/health/ready"), "pipeline": ("/healthz", "/ready")}
 
 
 def _security_context() -> dict[str, Any]:
@@ -148,22 +155,21 @@ def _resources(w: Workload, spec: MeshSpec) -> dict[str, Any]:
     return resources
 
 
+def sync_filters(w: Workload) -> list[str]:
+    """`aws s3 sync` filters: a model pod takes its one version; pipeline pods take the repository
+    (the spec loader checks every version's artifact, postprocess reads labels.txt)."""
+    if w.component != "model":
+        return []
+    return ["--exclude", "*", "--include", "config.yaml", "--include", "labels.txt", "--include", f"{w.version}/*"]
+
+
 def _model_sync(w: Workload, env: Environment) -> dict[str, Any]:
     base = str(env.model_store.uri).rstrip("/")
+    source, target = (f"{base}/{w.model}/", f"{MODELS_DIR}/{w.model}/") if w.model else (f"{base}/", f"{MODELS_DIR}/")
     return {
         "name": "model-sync",
         "image": env.model_store.image,
-        "command": ["aws", "s3", "sync", f"{base}/{w.model}/", f"{MODELS_DIR}/{w.model}/", "--no-progress"],
-        "args": [
-            "--exclude",
-            "*",
-            "--include",
-            "config.yaml",
-            "--include",
-            "labels.txt",
-            "--include",
-            f"{w.version}/*",
-        ],
+        "command": ["aws", "s3", "sync", source, target, "--no-progress", *sync_filters(w)],
         "env": [{"name": "HOME", "value": "/tmp"}],
         "securityContext": _security_context(),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
@@ -175,19 +181,19 @@ def pod_template(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": SPEC_CONFIGMAP}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
-    args = command(w)
-    if w.component == "model":
-        args += ["--drain-limit", str(env.drain_seconds)]
-        mounts.append({"name": "models", "mountPath": MODELS_DIR, "readOnly": True})
-        if env.model_store.type == "pvc":
-            volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": env.model_store.claim}})
-        else:
-            volumes.append({"name": "models", "emptyDir": {"sizeLimit": "10Gi"}})
+    if env.model_store.type == "pvc":
+        volumes.append(
+            {"name": "models", "persistentVolumeClaim": {"claimName": env.model_store.claim, "readOnly": True}}
+        )
+    else:
+        volumes.append({"name": "models", "emptyDir": {"sizeLimit": "10Gi"}})
+    live, ready = HEALTH["model" if w.component == "model" else "pipeline"]
 
     def probe(path: str, failure_threshold: int) -> dict[str, Any]:
         return {
@@ -201,13 +207,13 @@ def pod_template(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any
         "name": "server",
         "image": env.image(gpu=w.gpu),
         "imagePullPolicy": "IfNotPresent",
-        "args": args,
+        "command": command(w, env),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": _env(w, namespace(spec, env), env),
         "resources": _resources(w, spec),
-        "startupProbe": probe("/v2/health/ready", 60),  # model loads can take minutes on a cold GPU
-        "livenessProbe": probe("/v2/health/live", 3),
-        "readinessProbe": probe("/v2/health/ready", 2),
+        "startupProbe": probe(ready, 60),  # model loads can take minutes on a cold GPU
+        "livenessProbe": probe(live, 3),
+        "readinessProbe": probe(ready, 2),
         # Endpoints drop a terminating pod while this sleeps; then SIGTERM starts the server's drain.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(env.prestop_seconds)]}}},
         "securityContext": _security_context(),
@@ -226,7 +232,7 @@ def pod_template(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any
         "containers": [container],
         "volumes": volumes,
     }
-    if w.component == "model" and env.model_store.type == "s3":
+    if env.model_store.type == "s3":
         pod["initContainers"] = [_model_sync(w, env)]
     if w.gpu:
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

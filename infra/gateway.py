@@ -1,0 +1,71 @@
+"""The gateway: Kong Ingress Controller (chart kong/ingress) with its proxy inside the mesh, and the
+key-auth/rate-limiting plugins, consumers, key Secrets (Pulumi secrets) and Ingress from the spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from infra import charts
+from infra.config import Secrets, api_key
+from infra.objects import apply_object, apply_objects, release
+from mesh.compile import kong
+from mesh.compile.names import common_labels
+from mesh.compile.settings import Environment
+from mesh.spec import MeshSpec
+
+KONG_NAMESPACE = "kong"
+
+
+def kong_values() -> dict[str, Any]:
+    return {
+        "controller": {"ingressController": {"ingressClass": kong.INGRESS_CLASS}},
+        "gateway": {
+            "podAnnotations": {
+                # The proxy's sidecar carries the mesh identity (AuthorizationPolicies name it) and
+                # routes to Service hosts; inbound client traffic stays outside the mesh.
+                "sidecar.istio.io/inject": "true",
+                "traffic.sidecar.istio.io/includeInboundPorts": "",
+            },
+            "proxy": {"type": "LoadBalancer"},
+        },
+    }
+
+
+class Gateway(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        spec: MeshSpec,
+        env: Environment,
+        kong_objects: list[dict[str, Any]],
+        secrets: Secrets,
+        ready: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("meshserve:infra:Gateway", name, None, opts)
+        labels = {**common_labels("gateway")}
+        if env.platform.istio:
+            labels["istio-injection"] = "enabled"
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KONG_NAMESPACE, "labels": labels}}
+        self.namespace = apply_object(namespace, pulumi.ResourceOptions(parent=self, depends_on=ready))
+        c = charts.KONG
+        self.chart = release(
+            "kong",
+            c.chart,
+            c.version,
+            c.repo,
+            KONG_NAMESPACE,
+            kong_values(),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *ready]),
+        )
+        after = pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *ready])
+        self.secrets = [
+            apply_object(kong.consumer_secret(c, spec, env, api_key(secrets, c.username)), after)
+            for c in spec.gateway.consumers
+        ]
+        self.objects = apply_objects(
+            kong_objects, pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *ready, *self.secrets])
+        )
+        self.register_outputs({})

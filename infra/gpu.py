@@ -1,0 +1,37 @@
+"""GPU enablement: the NVIDIA device plugin (advertises `nvidia.com/gpu`) and the DCGM exporter
+(GPU utilisation, memory, temperature for the gpu-dcgm dashboard), both only on GPU nodes."""
+
+from __future__ import annotations
+
+import pulumi
+
+from infra import charts
+from infra.objects import release
+from mesh.compile.settings import Environment
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+class Gpu(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, env: Environment, monitoring: pulumi.Resource | None, opts: pulumi.ResourceOptions
+    ) -> None:
+        super().__init__("meshserve:infra:Gpu", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        placement = {"nodeSelector": dict(env.gpu_node_selector), "tolerations": [GPU_TOLERATION]}
+        c = charts.NVIDIA_DEVICE_PLUGIN
+        self.device_plugin = release("nvidia-device-plugin", c.chart, c.version, c.repo, "nvidia", placement, child)
+        c = charts.DCGM_EXPORTER
+        values = {**placement, "serviceMonitor": {"enabled": monitoring is not None, "interval": "15s"}}
+        # The ServiceMonitor the chart creates needs prometheus-operator's CRDs.
+        deps = [self.device_plugin, *([monitoring] if monitoring is not None else [])]
+        self.dcgm_exporter = release(
+            "dcgm-exporter",
+            c.chart,
+            c.version,
+            c.repo,
+            "nvidia",
+            values,
+            pulumi.ResourceOptions(parent=self, depends_on=deps),
+        )
+        self.register_outputs({})

@@ -1,0 +1,40 @@
+"""Logging and tracing: the ECK operator, then Elasticsearch, Kibana, an APM Server for OTLP traces and
+Filebeat for container logs (mesh/compile/logging.py); the admin password is a Pulumi secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from infra import charts
+from infra.objects import apply_object, apply_objects, release
+from mesh.compile.logging import elastic_admin_secret
+from mesh.compile.settings import Environment
+
+OPERATOR_NAMESPACE = "elastic-system"
+
+
+class Logging(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        env: Environment,
+        objects: list[dict[str, Any]],
+        elastic_password: pulumi.Output,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("meshserve:infra:Logging", name, None, opts)
+        c = charts.ECK_OPERATOR
+        self.operator = release(
+            "eck-operator", c.chart, c.version, c.repo, OPERATOR_NAMESPACE, {}, pulumi.ResourceOptions(parent=self)
+        )
+        plain = [o for o in objects if o["kind"] == "Namespace"]
+        rest = [o for o in objects if o["kind"] != "Namespace"]
+        self.namespace = apply_objects(plain, pulumi.ResourceOptions(parent=self))
+        self.admin_secret = apply_object(
+            elastic_admin_secret(env, elastic_password), pulumi.ResourceOptions(parent=self, depends_on=self.namespace)
+        )
+        after = [self.operator, *self.namespace, self.admin_secret]
+        self.objects = apply_objects(rest, pulumi.ResourceOptions(parent=self, depends_on=after))
+        self.register_outputs({})

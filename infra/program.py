@@ -1,0 +1,72 @@
+"""The Pulumi program, composed like the architecture diagram: cluster, GPU, mesh, gateway, monitoring,
+logging and tracing, autoscaling, workloads and traffic policies. Every object comes from mesh/compile;
+this file only decides ordering (charts and their CRDs before the resources that need them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from infra.autoscaling import Autoscaling
+from infra.cluster import Cluster
+from infra.config import read_environment, read_secrets, spec_path
+from infra.gateway import Gateway
+from infra.gpu import Gpu
+from infra.logging import Logging
+from infra.mesh import Mesh, TrafficPolicies
+from infra.monitoring import Monitoring
+from infra.workloads import Workloads
+from mesh.compile import compile_all
+from mesh.spec import load_spec
+
+
+@dataclass
+class Stack:
+    cluster: Cluster
+    mesh: Mesh
+    workloads: Workloads
+    traffic: TrafficPolicies | None
+    gateway: Gateway | None
+    monitoring: Monitoring | None
+    logging: Logging | None
+    autoscaling: Autoscaling | None
+    gpu: Gpu | None
+
+
+def main() -> Stack:
+    env = read_environment()
+    secrets = read_secrets(env)
+    spec = load_spec(spec_path())
+    groups = compile_all(spec, env)
+
+    cluster = Cluster("cluster", env)
+    on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
+
+    core = groups["core"]
+    namespace = next(o for o in core if o["kind"] == "Namespace")
+    mesh = Mesh("mesh", env, namespace, groups["istio"], on_cluster)
+    monitoring = (
+        Monitoring("monitoring", env, groups["monitoring"], secrets.grafana_admin_password, mesh.ready, on_cluster)
+        if env.platform.monitoring
+        else None
+    )
+    logging = (
+        Logging("logging", env, groups["logging"], secrets.elastic_password, on_cluster)
+        if env.platform.logging
+        else None
+    )
+    gpu = Gpu("gpu", env, monitoring.chart if monitoring else None, on_cluster) if env.platform.gpu else None
+    workloads = Workloads("workloads", [o for o in core if o is not namespace], mesh.ready, on_cluster)
+    traffic = TrafficPolicies("traffic", mesh, groups["istio"], on_cluster) if env.platform.istio else None
+    gateway = (
+        Gateway("gateway", spec, env, groups["kong"], secrets, mesh.ready, on_cluster) if env.platform.kong else None
+    )
+    autoscaling = None
+    if env.platform.keda:
+        ready = [*workloads.deployments, *([monitoring.chart] if monitoring else [])]
+        autoscaling = Autoscaling("autoscaling", groups["keda"], ready, on_cluster)
+
+    pulumi.export("namespace", namespace["metadata"]["name"])
+    pulumi.export("domain", env.domain)
+    return Stack(cluster, mesh, workloads, traffic, gateway, monitoring, logging, autoscaling, gpu)
