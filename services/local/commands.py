@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Modules that add processes to `meshserve up` (e.g. Prometheus, an OTel collector). Each defines
 # `processes(stack) -> list[services.local.plan.ProcessSpec]`; add one line here per module.
-EXTRA_PROCESS_MODULES: tuple[str, ...] = ()
+EXTRA_PROCESS_MODULES: tuple[str, ...] = ("observability.prometheus",)  # local Prometheus
 RUNS_ROOT = Path(__file__).resolve().parents[2] / "runs"
 
 # sklearn digits image 0 (a "0"), on the 8-bit scale: the example request `up` prints.
