@@ -131,9 +131,9 @@ class InferenceApp:
         try:
             parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
             if len(parts) == 1 and parts[0]:
-                serving = state.repository.get(parts[0], None)
+                model, version = parts[0], None
             elif len(parts) == 3 and parts[1] == "versions" and parts[0]:
-                serving = state.repository.get(parts[0], parts[2])
+                model, version = parts[0], parts[2]
             else:
                 raise ProtocolError(404, f"no such endpoint: POST {path}")
             limit = state.settings.max_body_bytes
@@ -147,6 +147,9 @@ class InferenceApp:
                 elif key == b"inference-header-content-length":
                     header_length = value.decode("latin-1")
             body = await _read_body(receive, limit)
+            # Routed after the body is in: from here to the batcher's queue nothing awaits, so a
+            # version swapped or unloaded meanwhile is never picked up half-closed.
+            serving = state.repository.get(model, version)
             header, binary = split_body(body, header_length)
             request = decode_request(header, binary, serving.signature)
             results = await serving.batcher.infer(request)

@@ -5,6 +5,7 @@ Models (built here with onnx.helper):
 - ident: one Identity per v2 datatype, IN_<DT>/OUT_<DT> [N,3].
 - batched: affine, no preferred size, 60 s queue delay: a batch goes out only when it fills 8 rows.
 - preferred: same with preferred_batch_size [4].
+- plain: affine with max_batch_size 0 (no batch dimension, no batching).
 - varwidth: Identity FP32 [N,W]; 60 s delay: only same-width requests can share a batch.
 - admission: 60 s delay, max_queue_size 2 (queue bound and request-timeout tests).
 - deadline: default_timeout 100 ms, override not allowed.
@@ -82,6 +83,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     ):
         r.models[(name, 1)] = affine(root / name / "1" / "model.onnx", seed=3)
         write_config(root / name, max_batch_size=8, dynamic_batching=batching, default_queue_policy=policy)
+    r.models[("plain", 1)] = affine(root / "plain" / "1" / "model.onnx", seed=5)
+    write_config(root / "plain", max_batch_size=0)
     r.models[("varwidth", 1)] = varwidth(root / "varwidth" / "1" / "model.onnx")
     write_config(root / "varwidth", max_batch_size=8, dynamic_batching=slow)
     return r

@@ -136,3 +136,12 @@ def test_metrics_count_requests_by_outcome(client: httpclient.InferenceServerCli
     assert server.metric("meshserve_inference_request_duration_seconds_count", **labels) >= before + 2
     assert server.metric("meshserve_model_state", state="READY", **labels) == 1
     assert server.metric("meshserve_model_state", state="UNAVAILABLE", **labels) == 0
+
+
+@pytest.mark.parametrize("rows", [1, 3, 20])
+def test_model_without_batch_dimension(client: httpclient.InferenceServerClient, repo: Repo, rows: int) -> None:
+    meta = client.get_model_metadata("plain")
+    assert meta["inputs"][0]["shape"] == [-1, 4]  # the graph's own dims: max_batch_size 0 caps nothing
+    x = np.linspace(-1, 1, rows * 4, dtype=np.float32).reshape(rows, 4)
+    result = client.infer("plain", [affine_input(x, True)])
+    np.testing.assert_array_equal(result.as_numpy("y"), repo.reference("plain", 1, {"x": x})["y"])
