@@ -23,13 +23,15 @@ def test_batch_sizes_are_powers_of_two_up_to_the_max() -> None:
     assert batch_sizes(100) == [1, 2, 4, 8, 16, 32, 64]
 
 
-def _limit(best: float) -> dict:
-    return {"best": {"batch": 4, "inferences_per_s": best}, "points": [], "json_decode": {"from": best}}
+def _limit(best: float, per_cpu: float) -> dict:
+    point = {"batch": 4, "inferences_per_s": best, "inferences_per_cpu_s": per_cpu}
+    return {"best": point, "points": [point], "json_decode": {"from": best}}
 
 
 def test_merge_limits_keeps_the_higher_measurement() -> None:
-    merged = merge_limits(_limit(100.0), _limit(120.0))
+    merged = merge_limits(_limit(100.0, 150.0), _limit(120.0, 130.0))
     assert merged["best"]["inferences_per_s"] == 120.0
+    assert merged["best_per_cpu"]["inferences_per_cpu_s"] == 150.0
     assert (merged["before_servers"]["inferences_per_s"], merged["after_servers"]["inferences_per_s"]) == (100, 120)
 
 

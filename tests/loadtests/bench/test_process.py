@@ -39,3 +39,10 @@ def test_core_busy_seconds_reads_proc_stat() -> None:
     assert core_busy_seconds(0) > 0.0
     with pytest.raises(ValueError):
         core_busy_seconds(100_000)
+
+
+def test_wait_for_quiet_is_bounded_and_reports_the_busy_fraction() -> None:
+    from loadtests.bench.process import wait_for_quiet
+
+    busy = wait_for_quiet((0,), max_busy=-1.0, window_s=0.1, deadline_s=0.0)  # never quiet enough: one window
+    assert 0.0 <= busy <= 1.5
