@@ -31,7 +31,7 @@ def pool(n: int, **policy: object) -> tuple[HostPool, list[str]]:
                 "max_ejection_percent": 100,
                 **policy,
             }
-        ),  # fmt: skip
+        ),
         on_eject=lambda h: events.append(f"eject {h.instance}"),
         on_readmit=lambda h: events.append(f"readmit {h.instance}"),
         rng=random.Random(1),

@@ -131,7 +131,7 @@ def binary_reply(values: list[list[float]]) -> tuple[bytes, str]:
                     "parameters": {"binary_data_size": len(raw)},
                 }
             ]
-        }  # fmt: skip
+        }
     )
     return head + raw, str(len(head))
 
