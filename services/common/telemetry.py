@@ -85,9 +85,9 @@ def setup_service(app: Starlette, service: str, *, http_metrics: bool = True) ->
 
     A raw ASGI callable (no add_middleware) gets its SERVER spans from `tracing.trace_asgi(app)`.
     """
-    os.environ.setdefault(SERVICE_NAME_ENV, service)
-    configure_logging(service)
-    configure_tracing(service)
+    name = os.environ.setdefault(SERVICE_NAME_ENV, service)  # the supervisor's name (digits-v1) wins
+    configure_logging(name)
+    configure_tracing(name)
 
     async def metrics(_: Request) -> Response:
         return metrics_response()

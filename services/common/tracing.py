@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.http import parse_excluded_urls
 
 TRACES_FILE_ENV = "MESHSERVE_TRACES_FILE"
+ACCESS_LOG_ENV = "MESHSERVE_ACCESS_LOG"  # "1": one ECS line per traced request, with trace.id/span.id
 # Probes and scrapes would drown the traces that matter.
 EXCLUDED_URLS = "/metrics,/health,/ready,/live,/v2/health"
 
@@ -195,12 +196,17 @@ def instrument_app(app: Any) -> None:
     if isinstance(app, FastAPI):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls=EXCLUDED_URLS, exclude_spans=["receive", "send"])
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=EXCLUDED_URLS, exclude_spans=["receive", "send"], **_server_hooks()
+        )
     else:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
         app.add_middleware(
-            OpenTelemetryMiddleware, excluded_urls=parse_excluded_urls(EXCLUDED_URLS), exclude_spans=["receive", "send"]
+            OpenTelemetryMiddleware,
+            excluded_urls=parse_excluded_urls(EXCLUDED_URLS),
+            exclude_spans=["receive", "send"],
+            **_server_hooks(),
         )
 
 
@@ -211,7 +217,7 @@ def trace_asgi(app: Any) -> Any:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     return OpenTelemetryMiddleware(
-        app, excluded_urls=parse_excluded_urls(EXCLUDED_URLS), exclude_spans=["receive", "send"]
+        app, excluded_urls=parse_excluded_urls(EXCLUDED_URLS), exclude_spans=["receive", "send"], **_server_hooks()
     )
 
 
@@ -228,6 +234,21 @@ def record_span(name: str, start_ns: int, end_ns: int, attributes: dict[str, Any
         name, kind=SpanKind.INTERNAL, start_time=start_ns, attributes=attributes
     )
     span.end(end_time=end_ns)
+
+
+_access = logging.getLogger("meshserve.access")
+
+
+def _access_log(_span: Any, scope: dict[str, Any]) -> None:
+    """Runs inside the SERVER span, so the line carries its trace and span ids."""
+    method, path = scope.get("method", ""), scope.get("path", "")
+    _access.info("%s %s", method, path, extra={"http.request.method": method, "url.path": path})
+
+
+def _server_hooks() -> dict[str, Any]:
+    """Opt-in access log (MESHSERVE_ACCESS_LOG=1): off by default, as it costs on every request."""
+    on = os.environ.get(ACCESS_LOG_ENV, "").lower() in ("1", "true", "yes")
+    return {"server_request_hook": _access_log} if on else {}
 
 
 class TraceContextLogFilter(logging.Filter):
