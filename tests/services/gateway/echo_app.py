@@ -2,7 +2,8 @@
 
 GET/POST /echo: 200 with the request's headers, path and body size as JSON.
 /status/<code>: answers that code. /sleep/<ms>: answers 200 after that long.
-Every answer names the process (x-served-by = the port) and sets x-model-version: 7.
+With ECHO_STATUS set, every answer has that status. Every answer names the process
+(x-served-by = ECHO_NAME) and sets x-model-version: 7.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import orjson
 
 SERVED_BY = os.environ.get("ECHO_NAME", "echo").encode()
+FIXED_STATUS = int(os.environ.get("ECHO_STATUS", "0"))  # a broken replica: answers this to everything
 
 
 async def app(scope, receive, send):
@@ -25,7 +27,7 @@ async def app(scope, receive, send):
         if not message.get("more_body"):
             break
     path: str = scope["path"]
-    status = 200
+    status = FIXED_STATUS or 200
     if path.startswith("/status/"):
         status = int(path.rsplit("/", 1)[1])
     elif path.startswith("/sleep/"):

@@ -335,11 +335,11 @@ class Background:
         return [r for r in self.results if r.status != 200]
 
 
-def start_echo(log_dir: Path, name: str, port: int | None = None) -> Proc:
-    """tests/services/gateway/echo_app.py under uvicorn, ready."""
+def start_echo(log_dir: Path, name: str, port: int | None = None, status: int = 0) -> Proc:
+    """tests/services/gateway/echo_app.py under uvicorn, ready (`status`: answer only that)."""
     port = port or free_port()
     args = [sys.executable, "-m", "uvicorn", "tests.services.gateway.echo_app:app", "--port", str(port),
             "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    proc = _spawn(args, port, log_dir / f"echo-{name}-{port}.log", {"ECHO_NAME": name})
-    _wait_ready(proc, "/echo", 30)
+    proc = _spawn(args, port, log_dir / f"echo-{name}-{port}.log", {"ECHO_NAME": name, "ECHO_STATUS": str(status)})
+    wait_for(lambda: httpx.get(proc.base + "/echo", timeout=5).status_code, 30, f"{proc.base}/echo")
     return proc

@@ -1,0 +1,223 @@
+"""The shared client against real upstream processes: retries, timeouts, pool limits, propagation, discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mesh.spec import Resilience
+from services.common.client import (
+    Client,
+    NoHealthyUpstream,
+    PendingOverflow,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    add_header_injector,
+    bind_request_headers,
+)
+from services.discovery import Endpoint
+from services.discovery.static import StaticDiscovery, write_table
+from tests.services.gateway.stack import Proc, start_echo
+from tests.services.modelserver.serverproc import free_port
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, ...]] = []
+
+    def retried(self, service: str) -> None:
+        self.seen.append(("retried", service))
+
+    def ejected(self, service: str, instance: str) -> None:
+        self.seen.append(("ejected", service, instance))
+
+    def readmitted(self, service: str, instance: str) -> None:
+        self.seen.append(("readmitted", service, instance))
+
+    def rejected(self, service: str, reason: str) -> None:
+        self.seen.append(("rejected", service, reason))
+
+
+@pytest.fixture(scope="module")
+def echoes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
+    root = tmp_path_factory.mktemp("client")
+    procs = {"good": start_echo(root, "good"), "broken": start_echo(root, "broken", status=503)}
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+def discovery(tmp_path: Path, table: dict[str, list[tuple[str, int]]]) -> StaticDiscovery:
+    path = tmp_path / "endpoints.json"
+    write_table(path, {s: [Endpoint(s, n, "127.0.0.1", p) for n, p in eps] for s, eps in table.items()})
+    return StaticDiscovery(path)
+
+
+def policy(**overrides: object) -> Resilience:
+    data = {
+        "timeout": "2s",
+        "retries": {"attempts": 2, "per_try_timeout": "1s", "retry_on": ["connect-failure", "refused-stream", "5xx"]},
+        "outlier_detection": {"consecutive_5xx_errors": 3, "interval": "1s", "base_ejection_time": "30s",
+                              "max_ejection_percent": 50},
+        "connection_pool": {"max_connections": 8, "max_pending_requests": 8},
+    }  # fmt: skip
+    data.update(overrides)
+    return Resilience.model_validate(data)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_5xx_is_retried_on_another_endpoint_and_the_broken_one_ejected(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-good", echoes["good"].port), ("svc-broken", echoes["broken"].port)]})
+    events = Events()
+
+    async def main() -> list[tuple[int, str]]:
+        async with Client(found, events=events) as client:
+            replies = [await client.request("svc", "GET", "/echo", resilience=policy()) for _ in range(40)]
+            return [(r.status, r.instance) for r in replies]
+
+    assert Counter(run(main())) == {(200, "svc-good"): 40}
+    assert ("ejected", "svc", "svc-broken") in events.seen
+    assert ("retried", "svc") in events.seen
+
+
+def test_connect_failure_is_retried_elsewhere(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-dead", free_port()), ("svc-good", echoes["good"].port)]})
+
+    async def main() -> Counter:
+        async with Client(found) as client:
+            return Counter(
+                [(await client.request("svc", "GET", "/echo", resilience=policy())).status for _ in range(20)]
+            )
+
+    assert run(main()) == {200: 20}
+
+
+def test_without_a_matching_retry_on_the_5xx_is_returned(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-broken", echoes["broken"].port)]})
+    events = Events()
+    strict = policy(retries={"attempts": 2, "retry_on": ["connect-failure"]})
+
+    async def main() -> int:
+        async with Client(found, events=events) as client:
+            return (await client.request("svc", "GET", "/echo", resilience=strict)).status
+
+    assert run(main()) == 503
+    assert ("retried", "svc") not in events.seen
+
+
+def test_only_dead_endpoints_raise_connect_error_then_no_healthy_upstream(tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-dead", free_port())]})
+
+    async def main() -> list[type]:
+        raised = []
+        async with Client(found) as client:
+            for _ in range(3):
+                with pytest.raises((UpstreamConnectError, NoHealthyUpstream)) as info:
+                    await client.request("svc", "GET", "/echo", resilience=policy())
+                raised.append(type(info.value))
+        return raised
+
+    # 3 tries per request on the one host; the third failure in a row ejects it (1 of 1 may go).
+    assert run(main()) == [UpstreamConnectError, NoHealthyUpstream, NoHealthyUpstream]
+    assert NoHealthyUpstream("svc", "x").status == 503 and NoHealthyUpstream.retry_after == 1
+
+
+def test_unknown_service_has_no_healthy_upstream(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Client(discovery(tmp_path, {})) as client:
+            await client.request("nobody", "GET", "/echo", resilience=policy())
+
+    with pytest.raises(NoHealthyUpstream):
+        run(main())
+
+
+def test_per_try_and_overall_timeouts_bound_the_request(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-good", echoes["good"].port)]})
+    slow = policy(timeout="600ms", retries={"attempts": 5, "per_try_timeout": "250ms", "retry_on": ["5xx"]})
+    events = Events()
+
+    async def main() -> float:
+        async with Client(found, events=events) as client:
+            start = time.monotonic()
+            with pytest.raises(UpstreamTimeout) as info:
+                await client.request("svc", "GET", "/sleep/3000", resilience=slow)
+            assert info.value.status == 504
+            return time.monotonic() - start
+
+    elapsed = run(main())
+    assert elapsed < 1.5  # the overall timeout (600 ms) ends the retries, not the 5 x 250 ms tries or the 3 s sleep
+    assert events.seen.count(("retried", "svc")) == 2  # 250 + 250 + the last 100 ms
+
+
+def test_more_than_max_pending_fails_fast(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-good", echoes["good"].port)]})
+    small = policy(connection_pool={"max_connections": 1, "max_pending_requests": 1})
+    events = Events()
+
+    async def main() -> Counter:
+        async with Client(found, events=events) as client:
+
+            async def one() -> str:
+                try:
+                    reply = await client.request("svc", "GET", "/sleep/300", resilience=small)
+                    return str(reply.status)
+                except PendingOverflow:
+                    return "overflow"
+
+            outcomes = await asyncio.gather(*(one() for _ in range(6)))
+            after = await client.request("svc", "GET", "/echo", resilience=small)
+            return Counter([*outcomes, f"after {after.status}"])
+
+    assert run(main()) == {"200": 2, "overflow": 4, "after 200": 1}
+    assert events.seen.count(("rejected", "svc", "pending_overflow")) == 4
+
+
+def test_request_id_and_trace_headers_are_propagated(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-good", echoes["good"].port)]})
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def inject(headers: dict) -> None:
+        headers["x-injected"] = "yes"
+
+    async def main() -> dict:
+        bind_request_headers({"x-request-id": "rid-7", "traceparent": traceparent, "apikey": "never-propagated"})
+        add_header_injector(inject)
+        async with Client(found) as client:
+            explicit = await client.request(
+                "svc", "GET", "/echo", resilience=policy(), headers={"x-request-id": "explicit"}
+            )
+            implicit = await client.request("svc", "POST", "/echo", resilience=policy(), body=b"12345")
+            return {"explicit": explicit.json(), "implicit": implicit.json()}
+
+    seen = run(main())
+    assert seen["implicit"]["headers"]["x-request-id"] == "rid-7"
+    assert seen["implicit"]["headers"]["traceparent"] == traceparent
+    assert seen["implicit"]["headers"]["x-injected"] == "yes"
+    assert "apikey" not in seen["implicit"]["headers"]
+    assert seen["implicit"]["body_bytes"] == 5
+    assert seen["explicit"]["headers"]["x-request-id"] == "explicit"  # the caller's value wins
+
+
+def test_endpoints_follow_discovery_changes(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-good", echoes["good"].port)]})
+
+    async def main() -> list[str]:
+        async with Client(found, refresh_interval=0.05) as client:
+            first = await client.request("svc", "GET", "/echo", resilience=policy())
+            write_table(found.path, {"svc": [Endpoint("svc", "svc-moved", "127.0.0.1", echoes["good"].port)]})
+            deadline = time.monotonic() + 10
+            while True:
+                reply = await client.request("svc", "GET", "/echo", resilience=policy())
+                if reply.instance == "svc-moved" or time.monotonic() > deadline:
+                    return [first.instance, reply.instance]
+                await asyncio.sleep(0.05)
+
+    assert run(main()) == ["svc-good", "svc-moved"]
