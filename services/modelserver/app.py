@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
@@ -301,7 +302,19 @@ def build_api(state: ServerState) -> FastAPI:
         return repository.index(ready_only=bool(body and body.ready))
 
     @api.post("/v2/repository/models/{model}/load")
-    async def repository_load(model: str) -> dict:
+    async def repository_load(model: str, request: Request) -> dict:
+        body = await request.body()
+        if body.strip():
+            try:
+                params = orjson.loads(body).get("parameters") or {}
+            except (orjson.JSONDecodeError, AttributeError):
+                raise ProtocolError(400, "load request body must be a JSON object") from None
+            if params:
+                raise ProtocolError(
+                    400,
+                    f"load parameters {sorted(params)} are not supported: the server loads what the "
+                    "repository folder holds (edit config.yaml / the version folders instead)",
+                )
         await repository.load(model)
         return {}
 

@@ -69,6 +69,7 @@ class Batcher:
         self.flush = False  # dispatch without waiting for the queue delay (draining)
         self._wake = asyncio.Event()
         self._task = self.loop.create_task(self._run(), name=f"batcher-{label}")
+        self._task.add_done_callback(self._stopped)
 
     # ------------------------------------------------------------ request side
 
@@ -234,6 +235,18 @@ class Batcher:
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        """A batcher that dies of a bug must not leave its queued requests waiting forever."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("%s: batcher failed", self.label, exc_info=task.exception())
+        self.closing = True
+        while self.queue:
+            pending = self.queue.popleft()
+            self.metrics.queue_depth.dec()
+            if not pending.future.done():
+                pending.future.set_exception(ProtocolError(500, f"{self.label}: batcher failed"))
 
     # ------------------------------------------------------------ lifecycle
 

@@ -97,6 +97,7 @@ class Repository:
         self.models: dict[str, ModelRecord] = {}
         self._lock = asyncio.Lock()
         self._retired: set[asyncio.Task] = set()
+        self.scanned = False  # the first scan has finished: until then the server is not ready
 
     # ------------------------------------------------------------ queries (hot path: get)
 
@@ -124,10 +125,10 @@ class Repository:
         return f": {'; '.join(reasons)}" if reasons else ""
 
     def ready(self) -> bool:
-        """Every required model has a serving version (and at least one model is known)."""
-        if self.only and any(name not in self.models for name in self.only):
+        """The first scan is done and every required model has a serving version."""
+        if not self.scanned or (self.only and any(name not in self.models for name in self.only)):
             return False
-        return bool(self.models) and all(r.serving or not r.required for r in self.models.values())
+        return all(r.serving or not r.required for r in self.models.values())
 
     def index(self, ready_only: bool = False) -> list[dict]:
         rows: list[dict] = []
@@ -164,10 +165,14 @@ class Repository:
             if record is not None and record.unloaded:
                 continue
             if record is None or record.fingerprint != self._fingerprint(name):
-                await self.load(name, explicit=False)
+                try:
+                    await self.load(name, explicit=False)
+                except Exception:  # one model's surprise must not stop the others from loading
+                    log.exception("loading model %s failed", name, extra={"model": name})
         for name in [n for n in self.models if n not in names]:
             async with self._lock:
                 await self._unload(self.models.pop(name), "removed from the repository")
+        self.scanned = True
 
     async def poll_forever(self, interval: float) -> None:
         while True:

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.services.modelserver.onnx_models import affine, write_config
 from tests.services.modelserver.serverproc import Server, run_server, wait_for
@@ -115,6 +116,8 @@ def test_repository_api_loads_and_unloads(tmp_path: Path) -> None:
         assert index(server)[("api", "1")]["state"] == "UNLOADED", "latest 1: version 1 not served"
         assert v1 != v2
 
+        with pytest.raises(InferenceServerException, match="not supported"):
+            client.load_model("api", config='{"max_batch_size": 2}')
         response = server.post("/v2/repository/models/missing/load")
         assert response.status_code == 404 and "not served by this process" in response.json()["error"]
         ready_only = server.post("/v2/repository/index", json={"ready": True}).json()
