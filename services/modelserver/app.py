@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
@@ -192,7 +192,7 @@ class IndexRequest(BaseModel):
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return ORJSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _version_metadata(serving: ServingVersion, versions: list[int]) -> dict:
@@ -237,7 +237,6 @@ def build_api(state: ServerState) -> FastAPI:
         description="Open Inference Protocol (KServe v2) over onnxruntime. POST "
         "/v2/models/{model}[/versions/{version}]/infer is served by a lean ASGI route in front of this app.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     setup_service(api, "modelserver")
 
@@ -264,38 +263,25 @@ def build_api(state: ServerState) -> FastAPI:
     @api.get("/v2/health/ready")
     async def ready() -> JSONResponse:
         is_ready = state.ready()
-        return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
-
-    def _metadata(model: str, version: str | None) -> dict:
-        serving = repository.get(model, version)
-        record = repository.models[model]
-        versions = sorted(record.serving) if version is None else [serving.version]
-        return _version_metadata(serving, versions)
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     @api.get("/v2/models/{model}")
-    async def model_metadata(model: str) -> dict:
-        return _metadata(model, None)
-
     @api.get("/v2/models/{model}/versions/{version}")
-    async def model_version_metadata(model: str, version: str) -> dict:
-        return _metadata(model, version)
+    async def model_metadata(model: str, version: str | None = None) -> dict:
+        serving = repository.get(model, version)
+        versions = sorted(repository.models[model].serving) if version is None else [serving.version]
+        return _version_metadata(serving, versions)
 
-    def _model_ready(model: str, version: str | None) -> JSONResponse:
+    @api.get("/v2/models/{model}/ready")
+    @api.get("/v2/models/{model}/versions/{version}/ready")
+    async def model_ready(model: str, version: str | None = None) -> JSONResponse:
         if model not in repository.models:
             return _error(404, f"unknown model {model!r}")
         try:
             repository.get(model, version)
         except ProtocolError:
-            return ORJSONResponse({"name": model, "ready": False}, status_code=503)
-        return ORJSONResponse({"name": model, "ready": True})
-
-    @api.get("/v2/models/{model}/ready")
-    async def model_ready(model: str) -> JSONResponse:
-        return _model_ready(model, None)
-
-    @api.get("/v2/models/{model}/versions/{version}/ready")
-    async def model_version_ready(model: str, version: str) -> JSONResponse:
-        return _model_ready(model, version)
+            return JSONResponse({"name": model, "ready": False}, status_code=503)
+        return JSONResponse({"name": model, "ready": True})
 
     @api.post("/v2/repository/index")
     async def repository_index(body: IndexRequest | None = None) -> list[dict]:
