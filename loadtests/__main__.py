@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from loadtests.profiles import PROFILES
 from loadtests.report import plot_latency
-from loadtests.shapes import SHAPES
-from loadtests.users import SUITES
+from loadtests.suites import SUITES, route
 from mesh.spec import DEFAULT_SPEC_PATH, format_duration, load_spec, parse_duration
 
 HERE = Path(__file__).resolve().parent
@@ -27,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one suite headless and gate it on the spec's SLO")
-    run.add_argument("--suite", choices=sorted(SUITES), default="classify")
+    run.add_argument("--suite", choices=SUITES, default="classify")
     run.add_argument("--host", default=os.environ.get("LOADTEST_HOST", "http://127.0.0.1:8080"))
-    run.add_argument("--shape", choices=[*sorted(SHAPES), "none"], default="none")
+    run.add_argument("--shape", choices=[*PROFILES, "none"], default="none")
     run.add_argument("--duration", default="30s", help="run length (a duration: 30s, 2m)")
     run.add_argument("--users", type=int, default=10, help="users (the peak for step/spike)")
     run.add_argument("--spawn-rate", type=float, default=None, help="users started per second")
@@ -84,11 +84,9 @@ def run_command(args: argparse.Namespace) -> int:
     code = subprocess.call(locust_command(args, out), env=locust_env(args, out))
     history = out / "locust_stats_history.csv"
     if history.exists():
-        slo = load_spec(args.spec, check_repository=False).slo_for(SUITES[args.suite].route)
+        slo = load_spec(args.spec, check_repository=False).slo_for(route(args.suite))
         bounds = {"p95": slo.p95_latency * 1000, "p99": slo.p99_latency * 1000} if slo else None
-        title = (
-            f"{args.suite} {SUITES[args.suite].route} ({args.shape}, {format_duration(parse_duration(args.duration))})"
-        )
+        title = f"{args.suite} {route(args.suite)} ({args.shape}, {format_duration(parse_duration(args.duration))})"
         plot_latency(history, out / "latency.png", title=title, slo_ms=bounds)
     verdicts = out / "verdicts.json"
     passed = json.loads(verdicts.read_text())["passed"] if verdicts.exists() else None

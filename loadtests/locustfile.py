@@ -19,15 +19,15 @@ from locust import events
 from loadtests.canary_split import split_verdicts
 from loadtests.gate import RunFigures, apply_overrides, evaluate, table
 from loadtests.shapes import SHAPES
-from loadtests.users import SUITES, VERSIONS
+from loadtests.users import USERS, VERSIONS
 from mesh.spec import DEFAULT_SPEC_PATH, load_spec
 
 SUITE = os.environ.get("LOADTEST_SUITE", "classify")
-if SUITE not in SUITES:
-    raise SystemExit(f"LOADTEST_SUITE={SUITE!r}: choose one of {sorted(SUITES)}")
+if SUITE not in USERS:
+    raise SystemExit(f"LOADTEST_SUITE={SUITE!r}: choose one of {sorted(USERS)}")
 # Locust runs every User class bound in this module: bind exactly one, under its own name.
-globals()[SUITES[SUITE].__name__] = SUITES[SUITE]
-ROUTE = SUITES[SUITE].route
+globals()[USERS[SUITE].__name__] = USERS[SUITE]
+ROUTE = USERS[SUITE].route
 
 SHAPE = os.environ.get("LOADTEST_SHAPE", "none")
 if SHAPE != "none":

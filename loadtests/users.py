@@ -13,7 +13,7 @@ from collections import Counter
 from locust import constant_throughput, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from loadtests import payloads
+from loadtests import payloads, suites
 
 VERSIONS: Counter[str] = Counter()
 VERSION_HEADER = "x-model-version"
@@ -52,7 +52,7 @@ class _Suite(FastHttpUser):
 class ClassifyUser(_Suite):
     """POST <pipeline route> with a PNG digit (LOADTEST_ROUTE, default /v1/digits:classify)."""
 
-    route = os.environ.get("LOADTEST_ROUTE", "/v1/digits:classify")
+    route = suites.route("classify")
 
     def on_start(self) -> None:
         self.bodies = itertools.cycle(payloads.png_bodies())
@@ -62,12 +62,8 @@ class ClassifyUser(_Suite):
         self._post(next(self.bodies), _headers("image/png"))
 
 
-def _infer_route() -> str:
-    return f"/v2/models/{os.environ.get('LOADTEST_MODEL', 'digits')}/infer"
-
-
 class InferJsonUser(_Suite):
-    route = _infer_route()
+    route = suites.route("infer-json")
 
     def on_start(self) -> None:
         self.bodies = itertools.cycle(payloads.infer_json_bodies())
@@ -78,7 +74,7 @@ class InferJsonUser(_Suite):
 
 
 class InferBinaryUser(_Suite):
-    route = _infer_route()
+    route = suites.route("infer-binary")
 
     def on_start(self) -> None:
         self.bodies = itertools.cycle(payloads.infer_binary_bodies())
@@ -91,7 +87,7 @@ class InferBinaryUser(_Suite):
         self._post(body, headers)
 
 
-SUITES: dict[str, type[FastHttpUser]] = {
+USERS: dict[str, type[FastHttpUser]] = {
     "classify": ClassifyUser,
     "infer-json": InferJsonUser,
     "infer-binary": InferBinaryUser,

@@ -31,7 +31,9 @@ needs_prometheus = pytest.mark.skipif(
 
 
 @contextmanager
-def observed_stack(run_dir: Path, spec_path: Path, env: dict[str, str] | None = None) -> Iterator[LocalStack]:
+def observed_stack(
+    run_dir: Path, spec_path: Path, env: dict[str, str] | None = None, *, prometheus: bool = True
+) -> Iterator[LocalStack]:
     """The real stack + Prometheus scraping it every second + spans appended to run_dir/spans.jsonl."""
     run_dir.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(
@@ -48,7 +50,8 @@ def observed_stack(run_dir: Path, spec_path: Path, env: dict[str, str] | None = 
         ready_timeout=90,
         grace=5,
     )
-    stack.add_processes(processes(stack))
+    if prometheus:
+        stack.add_processes(processes(stack))
     with stack:
         yield stack
 
