@@ -1,0 +1,92 @@
+"""mesh/compile/kong.py: key-auth and rate limits equal the spec's gateway block; consumers point at
+their key Secrets (whose value comes from the caller, never from the spec); the Ingress validates."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from mesh.compile import kong
+from mesh.compile.settings import Environment
+from mesh.spec import DEFAULT_SPEC_PATH, load_spec, read_yaml, validate_spec
+from tests.mesh.schemas import validate_builtin
+
+SPEC = load_spec()
+ENV = Environment(domain="api.example.test", tls_secret="api-tls")
+
+
+def by_name(kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in kong.compile_kong(SPEC, ENV) if o["kind"] == kind}
+
+
+def test_plugins_equal_the_gateway_block() -> None:
+    plugins = by_name("KongPlugin")
+    gw = SPEC.gateway
+    assert plugins["meshserve-key-auth"]["plugin"] == "key-auth"
+    assert plugins["meshserve-key-auth"]["config"] == {"key_names": gw.key_names, "hide_credentials": True}
+    default = plugins["meshserve-rate-limit"]
+    assert default["plugin"] == "rate-limiting"
+    assert default["config"] == {"second": 500, "limit_by": "consumer", "policy": "local"}
+    assert plugins["rate-limit-demo"]["config"] == {"second": 2000, "limit_by": "consumer", "policy": "local"}
+    for plugin in plugins.values():
+        assert set(plugin) == {"apiVersion", "kind", "metadata", "plugin", "config"}
+        assert plugin["apiVersion"] == "configuration.konghq.com/v1"
+
+
+def test_consumer_carries_its_own_limit_and_credential() -> None:
+    consumer = by_name("KongConsumer")["demo"]
+    assert consumer["username"] == "demo"
+    assert consumer["credentials"] == ["meshserve-demo-key"]
+    assert consumer["metadata"]["annotations"] == {
+        "kubernetes.io/ingress.class": "kong",
+        "konghq.com/plugins": "rate-limit-demo",
+    }
+
+
+def test_consumer_without_own_limit_gets_no_plugin() -> None:
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    del doc["gateway"]["consumers"][0]["rate_limit"]
+    spec = validate_spec(doc)
+    objects = kong.compile_kong(spec, ENV)
+    assert not any(o["metadata"]["name"] == "rate-limit-demo" for o in objects)
+    consumer = next(o for o in objects if o["kind"] == "KongConsumer")
+    assert "konghq.com/plugins" not in consumer["metadata"]["annotations"]
+
+
+def test_key_secret_takes_the_value_from_the_caller() -> None:
+    secret = kong.consumer_secret(SPEC.gateway.consumers[0], SPEC, ENV, "value-from-pulumi")
+    validate_builtin(secret)
+    assert secret["metadata"]["name"] == "meshserve-demo-key"
+    assert secret["metadata"]["labels"]["konghq.com/credential"] == "key-auth"
+    assert secret["stringData"] == {"key": "value-from-pulumi"}
+    assert all(o["kind"] != "Secret" for o in kong.compile_kong(SPEC, ENV))
+
+
+def test_consumer_without_a_kubernetes_secret_name_is_refused() -> None:
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    doc["gateway"]["consumers"][0]["api_key"] = {"env": "ONLY_LOCAL_KEY"}
+    with pytest.raises(ValueError, match=r"gateway.consumers.demo.api_key.secret"):
+        kong.compile_kong(validate_spec(doc), ENV)
+
+
+def test_ingress_routes_pipelines_and_models_through_mesh_services() -> None:
+    ingress = by_name("Ingress")["meshserve"]
+    validate_builtin(ingress)
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["konghq.com/plugins"] == "meshserve-key-auth,meshserve-rate-limit"
+    assert annotations["konghq.com/preserve-host"] == "false"
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "api.example.test"
+    paths = {(p["path"], p["pathType"]): p["backend"]["service"] for p in rule["http"]["paths"]}
+    assert paths == {
+        ("/v1/digits:classify", "Exact"): {"name": "digits-classify", "port": {"name": "http"}},
+        ("/v2/models/digits", "Prefix"): {"name": "digits", "port": {"name": "http"}},
+        ("/v2/models/resnet", "Prefix"): {"name": "resnet", "port": {"name": "http"}},
+    }
+    assert ingress["spec"]["tls"] == [{"hosts": ["api.example.test"], "secretName": "api-tls"}]
+    broken = copy.deepcopy(ingress)
+    broken["spec"]["rules"][0]["http"]["paths"][0]["pathtype"] = "Exact"
+    with pytest.raises(Exception, match="pathtype"):
+        validate_builtin(broken)
