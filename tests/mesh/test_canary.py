@@ -1,4 +1,7 @@
-"""Canary edits of mesh.yaml: the pure edits, the file edge (validate before write, diff) and the CLI."""
+"""Canary edits of mesh.yaml: the pure edits, the file edge (validate before write, diff) and the CLI.
+
+`spec_copy` (tests/mesh/conftest.py) is a writable copy of the demo spec whose repository resolves.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +12,32 @@ import pytest
 from mesh import canary
 from mesh.spec import DEFAULT_SPEC_PATH, SpecError, load_spec, read_yaml
 
-REPO_ROOT = DEFAULT_SPEC_PATH.parent.parent
 
-
-@pytest.fixture
-def spec_file(tmp_path: Path) -> Path:
-    """A copy of the demo spec whose `repository: ../models` still resolves."""
-    (tmp_path / "models").symlink_to(REPO_ROOT / "models")
-    (tmp_path / "mesh").mkdir()
-    path = tmp_path / "mesh" / "mesh.yaml"
-    path.write_text(DEFAULT_SPEC_PATH.read_text())
-    return path
-
-
-def test_set_gives_the_rest_to_the_other_version(spec_file: Path) -> None:
-    diff = canary.apply_to_file(spec_file, lambda d: canary.set_weights(d, "digits", {2: 25}))
-    assert load_spec(spec_file).models["digits"].weights() == {1: 75, 2: 25}
-    text = spec_file.read_text()
+def test_set_gives_the_rest_to_the_other_version(spec_copy: Path) -> None:
+    diff = canary.apply_to_file(spec_copy, lambda d: canary.set_weights(d, "digits", {2: 25}))
+    assert load_spec(spec_copy).models["digits"].weights() == {1: 75, 2: 25}
+    text = spec_copy.read_text()
     # the same line, its comment and the rest of the file untouched
     assert "      weights: {1: 75, 2: 25}     # `meshserve canary set digits v2=25` edits this line\n" in text
     assert "# meshserve: the single source of truth." in text
     assert text.replace("{1: 75, 2: 25}", "{1: 90, 2: 10}") == DEFAULT_SPEC_PATH.read_text()
     assert "-      weights: {1: 90, 2: 10}" in diff
     assert "+      weights: {1: 75, 2: 25}" in diff
-    assert diff.startswith(f"--- a/{spec_file}\n+++ b/{spec_file}\n")
+    assert diff.startswith(f"--- a/{spec_copy}\n+++ b/{spec_copy}\n")
 
 
-def test_promote_and_rollback(spec_file: Path) -> None:
-    canary.apply_to_file(spec_file, lambda d: canary.set_weights(d, "digits", {2: 40}))
-    assert canary.stable_version(read_yaml(spec_file), "digits") == 1
-    canary.apply_to_file(spec_file, lambda d: canary.rollback(d, "digits"))
-    assert load_spec(spec_file).models["digits"].weights() == {1: 100, 2: 0}
-    canary.apply_to_file(spec_file, lambda d: canary.promote(d, "digits", 2))
-    assert load_spec(spec_file).models["digits"].weights() == {1: 0, 2: 100}
-    assert "# a request with `x-model-version: 2` always reaches v2" in spec_file.read_text()
+def test_promote_and_rollback(spec_copy: Path) -> None:
+    canary.apply_to_file(spec_copy, lambda d: canary.set_weights(d, "digits", {2: 40}))
+    assert canary.stable_version(read_yaml(spec_copy), "digits") == 1
+    canary.apply_to_file(spec_copy, lambda d: canary.rollback(d, "digits"))
+    assert load_spec(spec_copy).models["digits"].weights() == {1: 100, 2: 0}
+    canary.apply_to_file(spec_copy, lambda d: canary.promote(d, "digits", 2))
+    assert load_spec(spec_copy).models["digits"].weights() == {1: 0, 2: 100}
+    assert "# a request with `x-model-version: 2` always reaches v2" in spec_copy.read_text()
 
 
-def test_stable_ties_go_to_the_lowest_version(spec_file: Path) -> None:
-    doc = canary.set_weights(read_yaml(spec_file), "digits", {1: 50})
+def test_stable_ties_go_to_the_lowest_version(spec_copy: Path) -> None:
+    doc = canary.set_weights(read_yaml(spec_copy), "digits", {1: 50})
     assert canary.current_weights(doc, "digits") == {1: 50, 2: 50}
     assert canary.stable_version(doc, "digits") == 1
 
@@ -74,20 +65,20 @@ def test_a_model_without_traffic_gets_a_weights_block() -> None:
     ],
 )
 def test_invalid_weights_are_rejected_with_the_spec_message_and_nothing_written(
-    spec_file: Path, assignment: dict[int, int], message: str
+    spec_copy: Path, assignment: dict[int, int], message: str
 ) -> None:
-    before = spec_file.read_text()
+    before = spec_copy.read_text()
     with pytest.raises(SpecError) as err:
-        canary.apply_to_file(spec_file, lambda d: canary.set_weights(d, "digits", assignment))
+        canary.apply_to_file(spec_copy, lambda d: canary.set_weights(d, "digits", assignment))
     assert message in str(err.value)
     assert "models.digits.traffic.weights" in str(err.value)
-    assert spec_file.read_text() == before
+    assert spec_copy.read_text() == before
 
 
-def test_weight_to_a_version_without_replicas_is_rejected(spec_file: Path) -> None:
-    spec_file.write_text(spec_file.read_text().replace("        replicas: 1\n", "        replicas: 0\n", 1))
+def test_weight_to_a_version_without_replicas_is_rejected(spec_copy: Path) -> None:
+    spec_copy.write_text(spec_copy.read_text().replace("        replicas: 1\n", "        replicas: 0\n", 1))
     with pytest.raises(SpecError, match="v2 but it has 0 replicas"):
-        canary.apply_to_file(spec_file, lambda d: canary.set_weights(d, "digits", {2: 20}))
+        canary.apply_to_file(spec_copy, lambda d: canary.set_weights(d, "digits", {2: 20}))
 
 
 def test_unknown_model_or_version() -> None:
@@ -109,16 +100,16 @@ def test_parse_assignment_rejects(text: str) -> None:
         canary.parse_assignment(text)
 
 
-def test_cli(spec_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli(spec_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from services.cli import main
 
-    assert main(["canary", "--spec", str(spec_file), "set", "digits", "v2=30"]) == 0
+    assert main(["canary", "--spec", str(spec_copy), "set", "digits", "v2=30"]) == 0
     assert "+      weights: {1: 70, 2: 30}" in capsys.readouterr().out
-    assert main(["canary", "--spec", str(spec_file), "set", "digits", "v2=130"]) == 2
+    assert main(["canary", "--spec", str(spec_copy), "set", "digits", "v2=130"]) == 2
     err = capsys.readouterr().err
     assert "meshserve canary set:" in err
     assert "less than or equal to 100" in err
-    assert main(["canary", "--spec", str(spec_file), "rollback", "digits"]) == 0
+    assert main(["canary", "--spec", str(spec_copy), "rollback", "digits"]) == 0
     assert "+      weights: {1: 100, 2: 0}" in capsys.readouterr().out
-    assert main(["canary", "--spec", str(spec_file), "rollback", "digits"]) == 0
+    assert main(["canary", "--spec", str(spec_copy), "rollback", "digits"]) == 0
     assert "no change" in capsys.readouterr().out
