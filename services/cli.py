@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.local.commands",  # up, status
     "mesh.render",  # render, validate
     "mesh.canary",  # canary set | promote | rollback | advance
+    "observability.commands",  # rules
 )
 
 
