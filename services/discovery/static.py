@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from services.common.files import FileIdentity, file_identity
 from services.discovery import Endpoint
 
 Table = dict[str, list[Endpoint]]
@@ -53,7 +54,7 @@ class StaticDiscovery:
     def __init__(self, path: Path, *, check_interval: float = 0.05) -> None:
         self.path = Path(path)
         self.check_interval = check_interval
-        self._identity: tuple[int, int, int] | None = None
+        self._identity: FileIdentity | None = None
         self._table: Table = {}
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -63,12 +64,10 @@ class StaticDiscovery:
         if not force and now - self._checked < self.check_interval:
             return self._table
         self._checked = now
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
+        identity = file_identity(self.path)
+        if identity is None:
             self._identity, self._table = None, {}
             return self._table
-        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if identity != self._identity:
             try:
                 self._table = parse_table(self.path.read_bytes())

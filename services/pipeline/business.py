@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from mesh.spec import MeshSpec, Pipeline, SpecError, load_spec
 from services.common.client import Client, Reply, UpstreamError, bind_request_headers
+from services.common.files import file_identity
 from services.discovery import Discovery
 from services.gateway.policy import ModelRoute, RouteError, build_model_route
 from services.pipeline.service import JSON, BadRequest, create_app, error_response
@@ -54,22 +55,15 @@ class LiveSpec:
 
     def __init__(self, path: Path, name: str, interval: float = 0.5) -> None:
         self.path, self.name, self.interval = path, name, interval
-        self._identity = self._stat()
+        self._identity = file_identity(path)
         self.plan = make_plan(load_spec(path, check_repository=False), name)
         self._checked = time.monotonic()
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def current(self) -> Plan:
         now = time.monotonic()
         if now - self._checked >= self.interval:
             self._checked = now
-            identity = self._stat()
+            identity = file_identity(self.path)
             if identity is not None and identity != self._identity:
                 self._identity = identity
                 try:
