@@ -36,6 +36,7 @@ class Registration:
     parent: str
     custom: bool
     dependencies: list[str]
+    provider: str  # "<provider urn>::<id>" for custom resources
     inputs: dict[str, Any]  # secrets unwrapped
     raw: dict[str, Any] = field(repr=False)  # as serialized: secrets wrapped in the secret signature
 
@@ -85,6 +86,7 @@ class RecordingMonitor(MockMonitor):
                     parent=request.parent,
                     custom=request.custom,
                     dependencies=list(request.dependencies),
+                    provider=request.provider,
                     inputs=unwrap(raw),
                     raw=raw,
                 )

@@ -1,0 +1,310 @@
+"""The Pulumi program under mocks, for both example stacks (no CLI, no cluster): the inventory, GPU
+placement, ordering (custom resources after the charts that bring their CRDs), secrets never in plain
+text, and the references between objects (Service -> pods, ServiceMonitor -> Service port,
+VirtualService -> host and subsets). One program run per stack, shared by the module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pytest
+
+from infra import charts
+from infra.config import read_environment
+from mesh.compile import compile_all, flatten
+from mesh.compile.settings import load_stack
+from mesh.spec import load_spec
+from tests.infra.harness import ROOT, SECRET_SIG, SECRET_VALUE, SECRET_VALUES, Registration, Run, run_program
+
+SPEC = load_spec()
+# API group of a custom resource -> the Helm release that installs its CRDs.
+CRD_CHARTS = {
+    "networking.istio.io": "istio-base",
+    "security.istio.io": "istio-base",
+    "configuration.konghq.com": "kong",
+    "monitoring.coreos.com": "kps",
+    "keda.sh": "keda",
+    "elasticsearch.k8s.elastic.co": "eck-operator",
+    "kibana.k8s.elastic.co": "eck-operator",
+    "apm.k8s.elastic.co": "eck-operator",
+    "beat.k8s.elastic.co": "eck-operator",
+}
+BUILTIN_PREFIXES = ("kubernetes:core/", "kubernetes:apps/", "kubernetes:policy/", "kubernetes:networking.k8s.io/")
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def run(request: pytest.FixtureRequest) -> Run:
+    return run_program(request.param)
+
+
+def k8s_objects(run: Run) -> list[Registration]:
+    return [r for r in run.registrations if r.type.startswith("kubernetes:") and r.kind != "Release"]
+
+
+def token(obj: dict[str, Any]) -> str:
+    api = "core/v1" if obj["apiVersion"] == "v1" else obj["apiVersion"]
+    return f"kubernetes:{api}:{obj['kind']}"
+
+
+def name_of(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+
+
+def releases(run: Run) -> dict[str, Registration]:
+    return {r.name: r for r in run.of_kind("Release")}
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def test_program_reads_the_same_settings_as_render(run: Run) -> None:
+    assert read_environment() == load_stack(run.stack, ROOT)
+
+
+def test_inventory_is_exactly_the_compiled_objects_plus_secrets(run: Run) -> None:
+    env = load_stack(run.stack, ROOT)
+    expected = {(token(o), name_of(o)) for o in flatten(compile_all(SPEC, env))}
+    expected |= {("kubernetes:core/v1:Secret", "meshserve/meshserve-demo-key")}
+    expected |= {("kubernetes:core/v1:Namespace", "kong"), ("kubernetes:core/v1:Namespace", "monitoring")}
+    expected |= {("kubernetes:core/v1:Secret", "monitoring/grafana-admin")}
+    if env.platform.logging:
+        expected |= {("kubernetes:core/v1:Secret", "logging/meshserve-elastic-admin")}
+    actual = [(r.type, r.name) for r in k8s_objects(run)]
+    assert len(actual) == len(set(actual))
+    assert set(actual) == expected
+
+
+def test_charts_are_pinned_and_match_the_platform(run: Run) -> None:
+    wanted = {"istio-base", "istiod", "kong", "kps", "keda"}
+    if run.stack == "prod":
+        wanted |= {"eck-operator", "nvidia-device-plugin", "dcgm-exporter"}
+    found = releases(run)
+    assert set(found) == wanted
+    pins = {c.chart: c for c in vars(charts).values() if isinstance(c, charts.Chart)}
+    for release in found.values():
+        pin = pins[release.inputs["chart"]]
+        assert release.inputs["version"] == pin.version
+        assert release.inputs["repositoryOpts"] == {"repo": pin.repo}
+
+
+def test_components_read_like_the_architecture(run: Run) -> None:
+    components = {r.type.split(":")[-1] for r in run.registrations if r.type.startswith("meshserve:infra:")}
+    common = {"Cluster", "Mesh", "Workloads", "TrafficPolicies", "Gateway", "Monitoring", "Autoscaling"}
+    assert components == (common | {"Logging", "Gpu"} if run.stack == "prod" else common)
+
+
+def test_every_kubernetes_resource_uses_the_cluster_provider(run: Run) -> None:
+    (provider,) = [r for r in run.registrations if r.type == "pulumi:providers:kubernetes"]
+    for r in run.registrations:
+        if r.type.startswith("kubernetes:"):
+            assert r.provider.startswith(provider.urn + "::"), r.name
+
+
+def test_prod_builds_eks_with_a_tainted_gpu_node_group(run: Run) -> None:
+    if run.stack != "prod":
+        assert not run.of_kind("Cluster") or all(r.type == "meshserve:infra:Cluster" for r in run.of_kind("Cluster"))
+        (provider,) = [r for r in run.registrations if r.type == "pulumi:providers:kubernetes"]
+        assert provider.inputs["context"] == "kind-meshserve"
+        return
+    (cluster,) = [r for r in run.registrations if r.type == "eks:index:Cluster"]
+    assert cluster.inputs["skipDefaultNodeGroup"] is True
+    assert cluster.inputs["createOidcProvider"] is True
+    groups = {r.name: r.inputs for r in run.registrations if r.type == "eks:index:ManagedNodeGroup"}
+    gpu, cpu = groups["cluster-gpu"], groups["cluster-cpu"]
+    assert gpu["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
+    assert gpu["labels"] == {"meshserve.io/pool": "gpu"}
+    assert gpu["amiType"] == "AL2023_x86_64_NVIDIA"
+    assert gpu["instanceTypes"] == ["g5.xlarge"]
+    assert "taints" not in cpu
+    assert cpu["scalingConfig"] == {"minSize": 3.0, "desiredSize": 3.0, "maxSize": 6.0}
+
+
+# --------------------------------------------------------------------------- GPU placement
+
+
+def test_gpu_limits_and_tolerations_only_on_gpu_versions(run: Run) -> None:
+    gpu_versions = {f"{m}-v{v}" for m, ms in SPEC.models.items() for v, vs in ms.versions.items() if vs.device == "gpu"}
+    assert gpu_versions == {"resnet-v1"}
+    for deployment in run.of_kind("Deployment"):
+        name = deployment.inputs["metadata"]["name"]
+        pod = deployment.inputs["spec"]["template"]["spec"]
+        gpu = name in gpu_versions
+        assert ("nvidia.com/gpu" in pod["containers"][0]["resources"]["limits"]) is gpu, name
+        assert ("tolerations" in pod) is gpu, name
+        assert ("nodeSelector" in pod) is gpu, name
+        if gpu:
+            assert pod["nodeSelector"] == {"meshserve.io/pool": "gpu"}
+    if run.stack == "prod":  # the device plugin runs on exactly those nodes
+        plugin = releases(run)["nvidia-device-plugin"].inputs["values"]
+        assert plugin["nodeSelector"] == {"meshserve.io/pool": "gpu"}
+        assert plugin["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def test_custom_resources_depend_on_the_chart_that_brings_their_crds(run: Run) -> None:
+    urns = {name: r.urn for name, r in releases(run).items()}
+    checked = 0
+    for r in k8s_objects(run):
+        group = r.type.split(":")[1].split("/")[0]
+        if group in CRD_CHARTS:
+            assert urns[CRD_CHARTS[group]] in r.dependencies, f"{r.type} {r.name}"
+            checked += 1
+    assert checked >= 20
+
+
+def waits_for(run: Run, r: Registration) -> set[str]:
+    """Every URN `r` waits for, directly or through its dependencies."""
+    by_urn, seen, todo = run.by_urn(), set(), list(r.dependencies)
+    while todo:
+        urn = todo.pop()
+        if urn not in seen:
+            seen.add(urn)
+            todo += by_urn[urn].dependencies if urn in by_urn else []
+    return seen
+
+
+def test_workloads_wait_for_the_namespace_and_sidecar_injection(run: Run) -> None:
+    istiod = releases(run)["istiod"].urn
+    namespace = next(r.urn for r in run.of_kind("Namespace") if r.name == "meshserve")
+    assert releases(run)["istio-base"].urn in releases(run)["istiod"].dependencies
+    assert istiod in next(r for r in run.of_kind("Namespace") if r.name == "meshserve").dependencies
+    for r in k8s_objects(run):
+        if r.name.startswith("meshserve/"):
+            assert namespace in waits_for(run, r), f"{r.type} {r.name}"
+    for deployment in run.of_kind("Deployment"):
+        assert istiod in deployment.dependencies
+
+
+def test_scaled_objects_wait_for_their_deployment_and_prometheus(run: Run) -> None:
+    deployments = {r.name: r.urn for r in run.of_kind("Deployment")}
+    kps = releases(run)["kps"].urn
+    for scaled in run.of_kind("ScaledObject"):
+        assert deployments[scaled.name] in scaled.dependencies
+        assert kps in scaled.dependencies
+
+
+def test_grafana_secret_exists_before_the_chart_that_reads_it(run: Run) -> None:
+    secret = next(r for r in run.of_kind("Secret") if r.name == "monitoring/grafana-admin")
+    kps = releases(run)["kps"]
+    assert secret.urn in kps.dependencies
+    assert kps.inputs["values"]["grafana"]["admin"]["existingSecret"] == "grafana-admin"
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def plain_occurrences(raw: Any, needles: list[str], path: str = "") -> list[str]:
+    """Paths where a needle appears outside a Pulumi secret envelope."""
+    if isinstance(raw, dict):
+        if raw.get(SECRET_SIG) == SECRET_VALUE:
+            return []
+        return [p for k, v in raw.items() for p in plain_occurrences(v, needles, f"{path}.{k}")]
+    if isinstance(raw, list):
+        return [p for i, v in enumerate(raw) for p in plain_occurrences(v, needles, f"{path}[{i}]")]
+    if isinstance(raw, str) and any(n in raw for n in needles):
+        return [path]
+    return []
+
+
+def test_the_leak_finder_finds_a_leak() -> None:
+    raw = {"a": {SECRET_SIG: SECRET_VALUE, "value": SECRET_VALUES[0]}, "b": [f"x{SECRET_VALUES[1]}y"]}
+    assert plain_occurrences(raw, SECRET_VALUES) == [".b[0]"]
+
+
+def test_no_secret_in_plain_text_in_any_resource(run: Run) -> None:
+    for r in run.registrations:
+        assert plain_occurrences(r.raw, SECRET_VALUES) == [], f"{r.type} {r.name}"
+
+
+def test_secrets_reach_only_their_secret_objects_and_stay_marked(run: Run) -> None:
+    holders = {
+        r.name: r.inputs["stringData"] for r in run.registrations if any(v in str(r.inputs) for v in SECRET_VALUES)
+    }
+    expected = {
+        "meshserve/meshserve-demo-key": {"key": "demo-key-5f0c1e9a7b3d"},
+        "monitoring/grafana-admin": {"admin-user": "admin", "admin-password": "grafana-pw-8e2d4c6a0f1b"},
+    }
+    if run.stack == "prod":
+        expected["logging/meshserve-elastic-admin"] = {
+            "username": "meshserve-admin",
+            "password": "elastic-pw-3a9f7c1e5d2b",
+            "roles": "superuser",
+        }
+    assert holders == expected
+    for r in run.of_kind("Secret"):
+        assert r.raw["stringData"].get(SECRET_SIG) == SECRET_VALUE, r.name
+
+
+def test_missing_secrets_fail_with_the_command_to_set_them() -> None:
+    with pytest.raises(pulumi.RunError, match=r"missing secret config: meshserve:apiKeys .*pulumi config set --secret"):
+        run_program("dev", secrets={"grafanaAdminPassword": "x"})
+
+
+def test_a_consumer_without_a_key_fails_naming_it() -> None:
+    with pytest.raises(Exception, match=r"no API key for consumer 'demo'.*apiKeys.demo"):
+        run_program("dev", secrets={"apiKeys": {"someone-else": "k"}, "grafanaAdminPassword": "x"})
+
+
+# --------------------------------------------------------------------------- references
+
+
+def pods(run: Run) -> list[tuple[str, dict[str, str]]]:
+    return [
+        (d.inputs["metadata"]["namespace"], d.inputs["spec"]["template"]["metadata"]["labels"])
+        for d in run.of_kind("Deployment")
+    ]
+
+
+def selects(selector: dict[str, str], namespace: str, run: Run) -> bool:
+    return any(ns == namespace and selector.items() <= labels.items() for ns, labels in pods(run))
+
+
+def test_every_service_selects_some_deployments_pods(run: Run) -> None:
+    services = run.of_kind("Service")
+    assert len(services) == 8
+    for service in services:
+        assert selects(service.inputs["spec"]["selector"], service.inputs["metadata"]["namespace"], run), service.name
+
+
+def test_every_service_monitor_matches_a_service_and_a_named_port(run: Run) -> None:
+    services = run.of_kind("Service")
+    for monitor in run.of_kind("ServiceMonitor"):
+        ns = monitor.inputs["metadata"]["namespace"]
+        selector = monitor.inputs["spec"]["selector"]["matchLabels"]
+        matched = [
+            s
+            for s in services
+            if s.inputs["metadata"]["namespace"] == ns and selector.items() <= s.inputs["metadata"]["labels"].items()
+        ]
+        assert matched, monitor.name
+        port_names = {p["name"] for s in matched for p in s.inputs["spec"]["ports"]}
+        for endpoint in monitor.inputs["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names, monitor.name
+
+
+def test_every_virtual_service_host_and_subset_exists(run: Run) -> None:
+    services = {
+        f"{s.inputs['metadata']['name']}.{s.inputs['metadata']['namespace']}.svc.cluster.local": s
+        for s in run.of_kind("Service")
+    }
+    rules = {r.inputs["spec"]["host"]: r.inputs["spec"] for r in run.of_kind("DestinationRule")}
+    virtual_services = run.of_kind("VirtualService")
+    assert len(virtual_services) == 5
+    for vs in virtual_services:
+        for host in vs.inputs["spec"]["hosts"]:
+            assert host in services, f"{vs.name}: no Service for host {host}"
+        for route in vs.inputs["spec"]["http"]:
+            destinations = [d["destination"] for d in route["route"]]
+            destinations += [route["mirror"]] if "mirror" in route else []
+            for destination in destinations:
+                service = services[destination["host"]]
+                if "subset" not in destination:
+                    continue
+                subsets = {s["name"]: s["labels"] for s in rules[destination["host"]].get("subsets", [])}
+                assert destination["subset"] in subsets, f"{vs.name}: subset {destination['subset']} undefined"
+                selector = {**service.inputs["spec"]["selector"], **subsets[destination["subset"]]}
+                assert selects(selector, service.inputs["metadata"]["namespace"], run), f"{vs.name}: empty subset"
