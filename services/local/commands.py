@@ -59,6 +59,8 @@ def example(stack) -> str:
         var = next(iter(stack.api_keys.values()), ("MESHSERVE_API_KEY",))[0]
         header = stack.spec.gateway.key_names[0]
         body = orjson.dumps({"image": EXAMPLE_IMAGE}).decode()
+        for model in stack.spec.models:
+            lines.append(f"  direct v2 access: POST {base}/v2/models/{model}/infer  (weighted across versions)")
         for pipeline in stack.spec.pipelines.values():
             lines += [
                 "",
