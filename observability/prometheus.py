@@ -166,8 +166,13 @@ def serve(run_dir: Path, spec: MeshSpec, port: int, scrape_interval: str, binary
     signal.signal(signal.SIGINT, forward)
     (run_dir / URL_FILE).write_text(url + "\n")
     print(f"prometheus at {url} (config {config})", flush=True)
+    parent = os.getppid()
     try:
-        return child.wait()
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return child.wait(timeout=1.0)
+            if os.getppid() != parent:  # the supervisor died without stopping us (SIGKILL): follow it
+                child.terminate()
     finally:
         sync.stop()
         (run_dir / URL_FILE).unlink(missing_ok=True)
