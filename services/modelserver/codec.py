@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from services.modelserver import jsonload
 from services.modelserver.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
 from services.modelserver.signature import Signature
 
@@ -101,29 +102,53 @@ def _object_array(items: list) -> np.ndarray:
     return arr
 
 
+def _floats(name: str, datatype: str, data: list, dtype: np.dtype) -> np.ndarray:
+    try:  # a flat list of numbers: fromiter skips np.array's nesting discovery
+        return np.fromiter(data, dtype=dtype, count=len(data))
+    except (ValueError, TypeError):
+        pass
+    try:
+        return np.array(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
+
+
+def _inferred(name: str, datatype: str, data: list) -> np.ndarray:
+    """numpy's own reading of the values (dtype inferred), so the caller can check their kind."""
+    try:
+        return np.array(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
+
+
 def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray:
-    if not isinstance(data, list):
+    """`data` is a JSON list, or a flat numeric array from jsonload's large-body path."""
+    if isinstance(data, np.ndarray):
+        arr = data
+    elif not isinstance(data, list):
         raise bad(f"input {name!r}: 'data' must be a list, got {type(data).__name__}")
-    if datatype == "BYTES":
+    elif datatype == "BYTES":
         arr = _object_array(_flatten_strings(name, data))
     else:
-        dtype = V2_TO_NUMPY[datatype]
-        try:
-            arr = np.array(data, dtype=dtype) if dtype.kind == "f" else np.array(data)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
-        if dtype.kind == "b":
-            if arr.size and arr.dtype.kind != "b":
-                raise bad(f"input {name!r}: BOOL data must be true/false, got {arr.dtype} values")
-            arr = arr.astype(dtype, copy=False)
-        elif dtype.kind in "iu":
+        arr = None
+    dtype = V2_TO_NUMPY[datatype]
+    if dtype.kind == "f":
+        arr = arr.astype(dtype, copy=False) if arr is not None else _floats(name, datatype, data, dtype)
+    elif dtype.kind == "b":
+        arr = _inferred(name, datatype, data) if arr is None else arr
+        if arr.size and arr.dtype.kind != "b":
+            raise bad(f"input {name!r}: BOOL data must be true/false, got {arr.dtype} values")
+        arr = arr.astype(dtype, copy=False)
+    elif dtype.kind in "iu":
+        if arr is None:
+            arr = _inferred(name, datatype, data)
             if arr.size and arr.dtype.kind not in "iu":
                 arr = _big_integers(name, datatype, data)
-            if arr.size:
-                low, high = INTEGER_LIMITS[datatype]
-                if int(arr.min()) < low or int(arr.max()) > high:
-                    raise bad(f"input {name!r}: values out of range for {datatype} [{low}, {high}]")
-            arr = arr.astype(dtype, copy=False)
+        if arr.size:
+            low, high = INTEGER_LIMITS[datatype]
+            if int(arr.min()) < low or int(arr.max()) > high:
+                raise bad(f"input {name!r}: values out of range for {datatype} [{low}, {high}]")
+        arr = arr.astype(dtype, copy=False)
     if arr.size != count:
         raise bad(f"input {name!r}: data has {arr.size} elements, the shape needs {count}")
     return arr
@@ -186,8 +211,8 @@ def _param(params: object, name: str) -> dict:
 def decode_request(header: bytes | memoryview, binary: memoryview, signature: Signature) -> InferRequest:
     """Parse and validate one infer request against the signature of the version that will run it."""
     try:
-        doc = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
+        doc = jsonload.load(header)
+    except jsonload.JSONError as exc:
         raise bad(f"malformed JSON in request body: {exc}") from None
     if not isinstance(doc, dict):
         raise bad("request body must be a JSON object")

@@ -145,3 +145,13 @@ def test_model_without_batch_dimension(client: httpclient.InferenceServerClient,
     x = np.linspace(-1, 1, rows * 4, dtype=np.float32).reshape(rows, 4)
     result = client.infer("plain", [affine_input(x, True)])
     np.testing.assert_array_equal(result.as_numpy("y"), repo.reference("plain", 1, {"x": x})["y"])
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_large_tensor_round_trips(client: httpclient.InferenceServerClient, binary: bool) -> None:
+    # 8 rows fill varwidth's max batch at once; as JSON the body is over jsonload.LARGE (simdjson path)
+    x = np.random.default_rng(5).standard_normal((8, 1500)).astype(np.float32)
+    tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    result = client.infer("varwidth", [tensor], outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)])
+    np.testing.assert_array_equal(result.as_numpy("y"), x)
