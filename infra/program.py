@@ -11,9 +11,9 @@ import pulumi
 from infra.autoscaling import Autoscaling
 from infra.cluster import Cluster
 from infra.config import read_environment, read_secrets, spec_path
+from infra.elastic import Logging
 from infra.gateway import Gateway
 from infra.gpu import Gpu
-from infra.logging import Logging
 from infra.mesh import Mesh, TrafficPolicies
 from infra.monitoring import Monitoring
 from infra.workloads import Workloads
