@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from services.modelserver.datatypes import V2_TO_NUMPY
 
@@ -142,8 +142,9 @@ def load_config(model_dir: Path) -> ModelConfig:
     raw.setdefault("name", model_dir.name)
     try:
         config = ModelConfig.model_validate(raw)
-    except Exception as exc:  # pydantic.ValidationError: keep its message, drop the traceback
-        raise ValueError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        raise ValueError(f"{path}: {problems}") from None
     if config.name != model_dir.name:
         raise ValueError(f"{path}: name {config.name!r} must equal the folder name {model_dir.name!r}")
     return config

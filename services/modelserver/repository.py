@@ -200,11 +200,13 @@ class Repository:
                 return
             record.unloaded = False
             record.fingerprint = self._fingerprint(name)
-            await self._reload(record, model_dir)
-            if explicit and not record.serving:
-                raise ProtocolError(400, f"failed to load model {name!r}{self._why(record)}")
+            ok = await self._reload(record, model_dir)
+            if explicit and not ok:
+                kept = f" (still serving versions {sorted(record.serving)})" if record.serving else ""
+                raise ProtocolError(400, f"failed to load model {name!r}{kept}{self._why(record)}")
 
-    async def _reload(self, record: ModelRecord, model_dir: Path) -> None:
+    async def _reload(self, record: ModelRecord, model_dir: Path) -> bool:
+        """Apply config and policy; False if anything wanted could not be loaded."""
         name = record.name
         try:
             config = load_config(model_dir)
@@ -215,17 +217,17 @@ class Repository:
                     status.reason = f"new config rejected, still serving the previous one: {exc}"
             LOAD_FAILURES.labels(name, "").inc()
             log.error("model %s: config rejected: %s", name, exc, extra={"model": name})
-            return
+            return False
         record.reason = ""
         record.config = config
         record.required = config.required
         on_disk = disk_versions(model_dir)
         pinned = self.only.get(name) if self.only else None
         wanted = [pinned] if pinned is not None else config.version_policy.select(list(on_disk))
+        config_stat = _stat(model_dir / CONFIG_FILE)
+        all_ok = bool(wanted)
         if not wanted:
             record.reason = f"no version selected by the policy among {sorted(on_disk)}"
-        config_stat = _stat(model_dir / CONFIG_FILE)
-        all_ok = True
         for version in wanted:
             if version not in on_disk:
                 all_ok = False
@@ -243,11 +245,12 @@ class Repository:
             if all_ok:
                 self._retire(record, version, "no longer selected by the version policy")
             else:
-                record.status[version].reason = "kept serving: a newer version failed to load"
+                record.status[version].reason = "kept serving: not every version the policy selects now loaded"
         for version in [v for v in record.status if v not in wanted and v not in record.serving]:
             if record.status[version].state != "UNLOADED":
                 record.status[version] = VersionStatus("UNLOADED", "no longer selected or present")
                 set_state(name, str(version), "UNLOADED")
+        return all_ok
 
     async def _load_version(
         self, record: ModelRecord, config: ModelConfig, model_dir: Path, version: int, stamp: tuple

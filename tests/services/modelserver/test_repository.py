@@ -116,6 +116,14 @@ def test_repository_api_loads_and_unloads(tmp_path: Path) -> None:
         assert index(server)[("api", "1")]["state"] == "UNLOADED", "latest 1: version 1 not served"
         assert v1 != v2
 
+        # a rejected config fails the load call and leaves the serving version alone
+        good_config = (repo / "api" / "config.yaml").read_text()
+        (repo / "api" / "config.yaml").write_text(good_config + "max_batch_sise: 3\n")
+        with pytest.raises(InferenceServerException, match=r"still serving versions \[2\].*max_batch_sise"):
+            client.load_model("api")
+        assert infer(server, "api")[0] == "2"
+        (repo / "api" / "config.yaml").write_text(good_config)
+
         with pytest.raises(InferenceServerException, match="not supported"):
             client.load_model("api", config='{"max_batch_size": 2}')
         response = server.post("/v2/repository/models/missing/load")
