@@ -8,13 +8,14 @@ timeout inside an overall timeout, on a different endpoint where one exists. Mor
 `max_pending_requests` waiting for a connection, or no endpoint in rotation, fails at once with
 an UpstreamError whose `status` (503) and `retry_after` the caller answers with.
 
-Built on aiohttp's client, not httpx: measured here against a plain uvicorn echo server (one
-core each), aiohttp made ~5,600 sequential and ~9,800 concurrent (c32) POSTs per second, httpx
-0.28 ~1,100 and ~650. The gateway's latency and throughput targets leave no room for the latter.
+Transport: services.common.http1 (asyncio + httptools), not aiohttp or httpx: measured here,
+a small POST at concurrency 32 cost ~19 us of client CPU with it, ~70-88 us with aiohttp 3.14
+and several times that with httpx 0.28 (see http1's docstring); the gateway pays it per request.
 
 Propagation: x-request-id and W3C trace headers bound with `bind_request_headers()` (a context
-variable) are added to every outgoing request unless the caller passes them; tracing can add an
-injector (`add_header_injector(opentelemetry.propagate.inject)`), called on the outgoing dict.
+variable) are added to every outgoing request unless the caller passes them. When tracing is on
+(services.common.tracing), each try is a CLIENT span whose context goes out as `traceparent`;
+`add_header_injector(fn)` adds any other propagation to the outgoing header dict.
 """
 
 from __future__ import annotations
@@ -25,14 +26,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
-from multidict import CIMultiDictProxy
 
 from mesh.spec import Resilience
+from services.common import http1, tracing
 from services.common.upstream import EndpointLike, Host, HostPool
 
 log = logging.getLogger(__name__)
@@ -100,15 +99,24 @@ class UpstreamTimeout(UpstreamError):
 # --------------------------------------------------------------------------- results and hooks
 
 
-@dataclass(slots=True)
 class Reply:
-    """An upstream's answer, body fully read; `raw_headers` are passed through untouched."""
+    """An upstream's answer, body fully read; `raw_headers` pass through untouched, `headers`
+    (lowercase names, case-insensitive lookups) is built on first use."""
 
-    status: int
-    headers: CIMultiDictProxy[str]
-    raw_headers: tuple[tuple[bytes, bytes], ...]
-    body: bytes
-    instance: str
+    __slots__ = ("_headers", "body", "instance", "raw_headers", "status")
+
+    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes, instance: str) -> None:
+        self.status = status
+        self.raw_headers = raw_headers
+        self.body = body
+        self.instance = instance
+        self._headers: http1.Headers | None = None
+
+    @property
+    def headers(self) -> http1.Headers:
+        if self._headers is None:
+            self._headers = http1.Headers(self.raw_headers)
+        return self._headers
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -143,7 +151,6 @@ class Discovery(Protocol):
 
 # --------------------------------------------------------------------------- retry conditions
 
-_RESET_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
 
 
@@ -178,8 +185,7 @@ class Upstream:
             on_eject=lambda h: events.ejected(service, h.instance),
             on_readmit=lambda h: events.readmitted(service, h.instance),
         )
-        self._session: aiohttp.ClientSession | None = None
-        self._limit = 0
+        self.connections = http1.Pool(resilience.connection_pool.max_connections)
         self.configure(resilience)
 
     def configure(self, resilience: Resilience) -> None:
@@ -192,30 +198,13 @@ class Upstream:
         self.per_try = retries.per_try_timeout or resilience.timeout
         self.retry_on = frozenset(retries.retry_on)
         self.max_active = resilience.connection_pool.max_connections + resilience.connection_pool.max_pending_requests
-        if resilience.connection_pool.max_connections != self._limit:
-            self._limit = resilience.connection_pool.max_connections
-            old, self._session = self._session, None
-            if old is not None:
-                asyncio.get_running_loop().call_later(self.timeout + 1, lambda: asyncio.ensure_future(old.close()))
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        return self._session
+        self.connections.max_connections = resilience.connection_pool.max_connections
 
     def set_endpoints(self, endpoints: Iterable[EndpointLike]) -> None:
         self.pool.update(endpoints)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self.connections.close()
 
     async def request(
         self, method: str, path: str, *, body: bytes = b"", headers: Mapping[str, str] | None = None
@@ -225,7 +214,6 @@ class Upstream:
             self.events.rejected(self.service, PendingOverflow.reason)
             raise PendingOverflow(self.service, "too many pending requests (max_pending_requests)")
         outgoing = _outgoing_headers(headers)
-        session = self.session()
         loop_time = time.monotonic
         deadline = loop_time() + self.timeout
         tried: list[Host] = []
@@ -241,9 +229,8 @@ class Upstream:
                 if remaining <= 0:
                     raise UpstreamTimeout(self.service, "upstream request timeout")
                 last = attempt + 1 == self.attempts
-                failure, reply = await self._try(
-                    session, host, method, path, body, outgoing, min(self.per_try, remaining)
-                )
+                try_once = self._traced_try if tracing.tracing_enabled() else self._try
+                failure, reply = await try_once(host, method, path, body, outgoing, min(self.per_try, remaining))
                 failed = failure is not None or reply.status >= 500
                 self.pool.record(host, failed, loop_time())
                 if not failed:
@@ -265,29 +252,51 @@ class Upstream:
             self.active -= 1
 
     async def _try(
-        self,
-        session: aiohttp.ClientSession,
-        host: Host,
-        method: str,
-        path: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        timeout: float,
+        self, host: Host, method: str, path: str, body: bytes, headers: Mapping[str, str], timeout: float
     ) -> tuple[str | None, Reply | None]:
+        """One attempt: (failure kind, None) or (None, the reply)."""
         host.in_flight += 1
         try:
             async with asyncio.timeout(timeout):
-                async with session.request(method, host.base_url + path, data=body or None, headers=headers) as resp:
-                    data = await resp.read()
-                    return None, Reply(resp.status, resp.headers, resp.raw_headers, data, host.instance)
+                status, raw, data = await self.connections.request(host.host, host.port, method, path, headers, body)
+            return None, Reply(status, raw, data, host.instance)
         except TimeoutError:
             return "timeout", None
-        except aiohttp.ClientConnectorError:
+        except http1.ConnectFailure:
             return "connect-failure", None
-        except _RESET_ERRORS:
+        except (http1.ConnectionReset, ConnectionError):
             return "reset", None
         finally:
             host.in_flight -= 1
+
+    async def _traced_try(
+        self, host: Host, method: str, path: str, body: bytes, headers: Mapping[str, str], timeout: float
+    ) -> tuple[str | None, Reply | None]:
+        """`_try` inside a CLIENT span whose context travels as `traceparent` (tracing on only)."""
+        from opentelemetry import trace
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        tracer = trace.get_tracer("meshserve.client")
+        attributes = {
+            "http.request.method": method,
+            "url.full": f"{host.base_url}{path}",
+            "server.address": host.host,
+            "server.port": host.port,
+            "peer.service": self.service,
+        }
+        with tracer.start_as_current_span(f"{method} {path.split('?', 1)[0]}", kind=SpanKind.CLIENT) as span:
+            span.set_attributes(attributes)
+            outgoing = dict(headers)
+            inject(outgoing)
+            failure, reply = await self._try(host, method, path, body, outgoing, timeout)
+            if reply is not None:
+                span.set_attribute("http.response.status_code", reply.status)
+                if reply.status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+            else:
+                span.set_status(Status(StatusCode.ERROR, failure or "error"))
+            return failure, reply
 
 
 def _outgoing_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_MIRRORS_IN_FLIGHT = 256
-# Not forwarded upstream: hop-by-hop headers, and the ones aiohttp sets from the URL and body.
+# Not forwarded upstream: hop-by-hop headers, and the ones the client sets from the endpoint and body.
 _REQUEST_SKIP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "host", "content-length"}
 )
@@ -225,9 +225,17 @@ class Gateway:
                 mirror_future.set_result(reply)
         if reply is not None:
             status, payload = reply.status, reply.body
-            response_headers = [(k.lower(), v) for k, v in reply.raw_headers if k.lower() not in _RESPONSE_SKIP]
+            response_headers = []
+            version_bytes = b""
+            for raw_name, raw_value in reply.raw_headers:
+                name_bytes = raw_name.lower()
+                if name_bytes in _RESPONSE_SKIP:
+                    continue
+                if name_bytes == b"x-model-version":
+                    version_bytes = raw_value
+                response_headers.append((name_bytes, raw_value))
             response_headers.extend(extra)
-            answered_version = reply.headers.get("x-model-version", "")
+            answered_version = version_bytes.decode("latin-1")
             if not answered_version and model_route is not None:
                 answered_version = str(version)
                 response_headers.append((b"x-model-version", answered_version.encode()))
