@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_root() -> str:
+    """The folder holding Pulumi.yaml: the current one if it has it, else this checkout's root."""
+    return "." if Path("Pulumi.yaml").is_file() else str(REPO_ROOT)
+
+
 RENDERED = re.compile(r"^\d{3}-[a-z]+-[a-z0-9]+-[a-z0-9_-]+-[a-z0-9.-]+\.yaml$")
 
 
@@ -130,11 +137,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument(
         "--spec", default=_default_spec(), help="mesh spec (default: $MESHSERVE_SPEC or mesh/mesh.yaml)"
     )
-    render.add_argument("--root", default=str(REPO_ROOT), help="folder holding Pulumi.<stack>.yaml")
+    render.add_argument("--root", default=_default_root(), help="folder holding Pulumi.<stack>.yaml")
     render.set_defaults(func=_render)
 
     validate = subparsers.add_parser("validate", help="validate the mesh spec (and a stack's config); exit 1 if bad")
     validate.add_argument("--spec", default=_default_spec())
     validate.add_argument("--stack", help="also validate Pulumi.<stack>.yaml's meshserve settings")
-    validate.add_argument("--root", default=str(REPO_ROOT))
+    validate.add_argument("--root", default=_default_root())
     validate.set_defaults(func=_validate)

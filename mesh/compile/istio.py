@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.compile.names import Workload, common_labels, fqdn, namespace, subset, workloads
+from mesh.compile.names import (
+    Workload,
+    common_labels,
+    effective_weights,
+    fqdn,
+    namespace,
+    subset,
+    version_replicas,
+    workloads,
+)
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec, Resilience, format_duration
 
@@ -62,7 +71,7 @@ def model_virtual_service(model: str, spec: MeshSpec, env: Environment) -> dict[
     host = fqdn(model, ns)
     policy = route_policy(mspec.resilience)
     header = mspec.traffic.header if mspec.traffic else "x-model-version"
-    served = [v for v, vs in mspec.versions.items() if vs.replicas > 0]
+    served = [v for v, n in version_replicas(model, spec, env).items() if n > 0]
     routes: list[dict[str, Any]] = [
         {
             "name": f"header-{subset(v)}",
@@ -76,7 +85,7 @@ def model_virtual_service(model: str, spec: MeshSpec, env: Environment) -> dict[
         "name": "split",
         "route": [
             {"destination": {"host": host, "subset": subset(v)}, "weight": w}
-            for v, w in sorted(mspec.weights().items())
+            for v, w in sorted(effective_weights(model, spec, env).items())
         ],
         **policy,
     }
@@ -204,7 +213,10 @@ def authorization_policies(spec: MeshSpec, env: Environment) -> list[dict[str, A
 def compile_istio(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
     objects = [peer_authentication(spec, env), *authorization_policies(spec, env)]
     for model in spec.models:
-        objects += [model_virtual_service(model, spec, env), model_destination_rule(model, spec, env)]
+        if sum(effective_weights(model, spec, env).values()):
+            objects.append(model_virtual_service(model, spec, env))
+        # else: no version serves on this cluster; no route (Istio rejects weights summing to 0)
+        objects.append(model_destination_rule(model, spec, env))
     for w in workloads(spec, env):
         if w.component in ("api", "stage"):
             objects += [service_virtual_service(w, spec, env), service_destination_rule(w, spec, env)]

@@ -70,18 +70,44 @@ class Workload:
         }
 
 
+def version_replicas(model: str, spec: MeshSpec, env: Environment) -> dict[int, int]:
+    """Replicas per version after the stack's overrides (keyed by service name, e.g. `resnet-v1: 0`)."""
+    versions = spec.models[model].versions
+    return {v: env.replicas.get(version_name(model, v), vs.replicas) for v, vs in versions.items()}
+
+
+def effective_weights(model: str, spec: MeshSpec, env: Environment) -> dict[int, int]:
+    """Version weights on this cluster: the spec's `traffic.weights`; with no traffic block, everything to
+    the highest version still serving after overrides (the spec's own rule). An override may not empty
+    a version the spec sends traffic to: that would answer 503s, so it is refused here."""
+    mspec = spec.models[model]
+    replicas = version_replicas(model, spec, env)
+    if mspec.traffic is None:
+        served = [v for v, n in replicas.items() if n > 0]
+        return {v: (100 if served and v == max(served) else 0) for v in replicas}
+    weights = mspec.weights()
+    for version, weight in weights.items():
+        if weight > 0 and replicas[version] == 0:
+            raise ValueError(
+                f"replicas: {version_name(model, version)} is set to 0 by the stack config, but mesh.yaml sends it "
+                f"{weight}% of {model}'s traffic; move the weight first (`meshserve canary set`) or keep a replica"
+            )
+    return weights
+
+
 def workloads(spec: MeshSpec, env: Environment) -> list[Workload]:
     """Every workload the spec declares, replicas after the stack's overrides (keyed by service name)."""
     out: list[Workload] = []
     for model, mspec in spec.models.items():
+        effective_weights(model, spec, env)  # refuses an override that empties a weighted version
+        replicas = version_replicas(model, spec, env)
         for version, vspec in mspec.versions.items():
-            name = version_name(model, version)
             out.append(
                 Workload(
-                    name=name,
+                    name=version_name(model, version),
                     component="model",
                     app=model,
-                    replicas=env.replicas.get(name, vspec.replicas),
+                    replicas=replicas[version],
                     version=version,
                     model=model,
                     gpu=vspec.device == "gpu",

@@ -37,8 +37,7 @@ class ClusterSettings(_Settings):
     provider: Literal["kubeconfig", "eks"] = "kubeconfig"
     context: str | None = Field(None, description="kubeconfig context (kubeconfig provider)")
     kubeconfig: str | None = Field(None, description="kubeconfig path; default: $KUBECONFIG or ~/.kube/config")
-    region: str = "us-east-1"
-    version: str = "1.30"
+    version: str = "1.30"  # the AWS region is pulumi-aws's own `aws:region` config
     gpu_pool: NodePool = Field(default_factory=lambda: NodePool(instance_type="g5.xlarge", min_size=0))
     cpu_pool: NodePool = Field(default_factory=lambda: NodePool(instance_type="m6i.xlarge", min_size=2, desired_size=3))
 

@@ -293,7 +293,8 @@ def test_every_virtual_service_host_and_subset_exists(run: Run) -> None:
     }
     rules = {r.inputs["spec"]["host"]: r.inputs["spec"] for r in run.of_kind("DestinationRule")}
     virtual_services = run.of_kind("VirtualService")
-    assert len(virtual_services) == 5
+    # digits, the pipeline API and its two stages; resnet too where a GPU serves it (dev sets resnet-v1: 0)
+    assert len(virtual_services) == (5 if run.stack == "prod" else 4)
     for vs in virtual_services:
         for host in vs.inputs["spec"]["hosts"]:
             assert host in services, f"{vs.name}: no Service for host {host}"

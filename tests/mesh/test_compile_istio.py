@@ -222,3 +222,22 @@ def test_stages_accept_only_their_pipeline() -> None:
     policy = find("AuthorizationPolicy", "digits-classify-preprocess")
     assert all(p.startswith(f"cluster.local/ns/{NS}/sa/digits-classify") for p in principals(policy))
     assert ENV.gateway_principal not in principals(policy)
+
+
+def test_stack_overrides_shape_the_routes() -> None:
+    """A version emptied by the stack loses its header route; a model with nothing serving loses its route."""
+    env = Environment(replicas={"digits-v2": 0, "resnet-v1": 0})
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    doc["models"]["digits"]["traffic"]["weights"] = {1: 100, 2: 0}
+    objs = istio.compile_istio(validate_spec(doc), env)
+    digits = find("VirtualService", "digits", objs)["spec"]["http"]
+    assert [r["name"] for r in digits] == ["header-v1", "split"]
+    assert not any(o["kind"] == "VirtualService" and o["metadata"]["name"] == "resnet" for o in objs)
+    assert find("DestinationRule", "resnet", objs)["spec"]["subsets"] == [{"name": "v1", "labels": {"version": "v1"}}]
+
+
+def test_an_override_may_not_empty_a_weighted_version() -> None:
+    with pytest.raises(
+        ValueError, match=r"replicas: digits-v2 is set to 0 by the stack config, but mesh.yaml sends it 10%"
+    ):
+        istio.compile_istio(SPEC, Environment(replicas={"digits-v2": 0}))
