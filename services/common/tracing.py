@@ -110,79 +110,13 @@ def tracing_enabled() -> bool:
 
 
 def _instrument_clients() -> None:
-    """Outgoing calls get CLIENT spans and carry `traceparent`: aiohttp (the shared client,
-    services/common/client.py) and httpx (tests, tools)."""
+    """httpx calls (tests, tools) get CLIENT spans and carry `traceparent`. The shared client
+    (services/common/client.py) makes its own CLIENT spans on its httptools transport."""
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
-    _instrument_aiohttp()
-
-
-def _instrument_aiohttp() -> None:
-    """Every aiohttp.ClientSession created from now on carries `aiohttp_trace_config()`.
-
-    (opentelemetry-instrumentation-aiohttp-client does the same by wrapping `__init__`; it has no
-    release matching the pinned instrumentation version, and this is all of it we need.)
-    """
-    import aiohttp
-
-    original = aiohttp.ClientSession.__init__
-    if getattr(original, "_meshserve_traced", False):
-        return
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs["trace_configs"] = [*(kwargs.get("trace_configs") or ()), aiohttp_trace_config()]
-        original(self, *args, **kwargs)
-
-    __init__._meshserve_traced = True  # type: ignore[attr-defined]
-    aiohttp.ClientSession.__init__ = __init__  # type: ignore[method-assign]
-
-
-def aiohttp_trace_config() -> Any:
-    """An aiohttp TraceConfig: one CLIENT span per attempt, its context injected as `traceparent`."""
-    import aiohttp
-    from opentelemetry.propagate import inject
-    from opentelemetry.trace import Status, StatusCode
-
-    tracer = trace.get_tracer("meshserve.client")
-
-    async def on_start(_session: Any, ctx: Any, params: Any) -> None:
-        span = tracer.start_span(
-            f"{params.method} {params.url.path}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "http.request.method": params.method,
-                "url.full": str(params.url),
-                "server.address": params.url.host or "",
-                "server.port": params.url.port or 0,
-            },
-        )
-        ctx.span = span
-        inject(params.headers, context=trace.set_span_in_context(span))
-
-    async def on_end(_session: Any, ctx: Any, params: Any) -> None:
-        span = getattr(ctx, "span", None)
-        if span is not None:
-            status = params.response.status
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            span.end()
-
-    async def on_error(_session: Any, ctx: Any, params: Any) -> None:
-        span = getattr(ctx, "span", None)
-        if span is not None:
-            span.record_exception(params.exception)
-            span.set_status(Status(StatusCode.ERROR, type(params.exception).__name__))
-            span.end()
-
-    config = aiohttp.TraceConfig()
-    config.on_request_start.append(on_start)
-    config.on_request_end.append(on_end)
-    config.on_request_exception.append(on_error)
-    return config
 
 
 def instrument_app(app: Any) -> None:

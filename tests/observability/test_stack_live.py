@@ -154,7 +154,11 @@ def test_one_request_is_one_trace_across_every_service(stack: LocalStack) -> Non
         assert by_id[caller["parent_id"]]["kind"] == "SpanKind.SERVER"
 
     model_server = next(
-        s for s in spans if s["kind"] == "SpanKind.SERVER" and service_of[s["context"]["span_id"]] == model_service
+        s
+        for s in spans
+        if s["kind"] == "SpanKind.SERVER"
+        and service_of[s["context"]["span_id"]] == model_service
+        and s["name"].endswith("/infer")
     )
     inner = {s["name"]: s for s in spans if s["parent_id"] == model_server["context"]["span_id"]}
     assert {"queue", "compute"} <= set(inner)
