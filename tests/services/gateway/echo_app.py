@@ -1,7 +1,7 @@
 """A stand-in upstream for client and pipeline-route tests (run under uvicorn as a real process).
 
 GET/POST /echo: 200 with the request's headers, path and body size as JSON.
-/status/<code>: answers that code. /sleep/<ms>: answers 200 after that long.
+/status/<code>: answers that code. /chunked: the echo, chunked. /sleep/<ms>: answers 200 after that long.
 With ECHO_STATUS set, every answer has that status. Every answer names the process
 (x-served-by = ECHO_NAME) and sets x-model-version: 7.
 """
@@ -42,4 +42,9 @@ async def app(scope, receive, send):
     )
     headers = [(b"content-type", b"application/json"), (b"x-served-by", SERVED_BY), (b"x-model-version", b"7")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    if path == "/chunked":  # no content-length: uvicorn frames it with chunked encoding
+        half = len(payload) // 2
+        await send({"type": "http.response.body", "body": payload[:half], "more_body": True})
+        await send({"type": "http.response.body", "body": payload[half:]})
+        return
     await send({"type": "http.response.body", "body": payload})
