@@ -309,7 +309,7 @@ def default_prometheus() -> str | None:
         return os.environ[PROMETHEUS_URL_ENV]
     from observability.prometheus import URL_FILE
 
-    url_file = Path("runs/current") / URL_FILE
+    url_file = Path(__file__).resolve().parents[1] / "runs" / "current" / URL_FILE  # `meshserve up`'s newest run
     return url_file.read_text().strip() if url_file.exists() else None
 
 

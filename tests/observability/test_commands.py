@@ -34,8 +34,9 @@ def test_advance_without_prometheus_says_how_to_get_one(
 ) -> None:
     spec = copy_spec(tmp_path)
     before = spec.read_text()
-    monkeypatch.delenv("MESHSERVE_PROMETHEUS_URL", raising=False)
-    monkeypatch.chdir(tmp_path)  # no runs/current here
+    from mesh import canary_analysis
+
+    monkeypatch.setattr(canary_analysis, "default_prometheus", lambda: None)  # whatever runs/current holds
     assert main(["canary", "--spec", str(spec), "advance", "digits", "v2"]) == 2
     assert "--prometheus" in capsys.readouterr().err
     assert (
