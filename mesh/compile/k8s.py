@@ -134,6 +134,7 @@ def _security_context() -> dict[str, Any]:
 def _env(w: Workload, ns: str, env: Environment) -> list[dict[str, Any]]:
     values: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HOME", "value": "/tmp"},  # the only writable place: the root filesystem is read-only
         {"name": "MESHSERVE_SPEC", "value": f"{CONFIG_DIR}/mesh.yaml"},
         {"name": "MESHSERVE_DISCOVERY", "value": f"static:{CONFIG_DIR}/endpoints.json"},
         {"name": "MESHSERVE_TRAFFIC", "value": "mesh" if env.platform.istio else "client"},
