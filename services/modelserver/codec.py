@@ -133,7 +133,10 @@ def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray
         arr = None
     dtype = V2_TO_NUMPY[datatype]
     if dtype.kind == "f":
-        arr = arr.astype(dtype, copy=False) if arr is not None else _floats(name, datatype, data, dtype)
+        with np.errstate(over="ignore"):
+            arr = arr.astype(dtype, copy=False) if arr is not None else _floats(name, datatype, data, dtype)
+        if np.isinf(arr).any():  # JSON cannot spell infinity: this is a value too large for the type
+            raise bad(f"input {name!r}: values out of range for {datatype}")
     elif dtype.kind == "b":
         arr = _inferred(name, datatype, data) if arr is None else arr
         if arr.size and arr.dtype.kind != "b":
