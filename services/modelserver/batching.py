@@ -82,7 +82,8 @@ class Batcher:
         key = tuple(inputs[n].shape[1:] for n in self.input_names) if self.max_batch else ()
         traced = tracing_enabled()
         traced_at = time.perf_counter() if traced else 0.0  # loop.time() is 1 ms coarse under uvloop
-        pending = Pending(request, key, self.loop.create_future(), self.loop.time())
+        # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds
+        pending = Pending(request, key, self.loop.create_future(), time.perf_counter())
         timeout_us = request.timeout_us if self.allow_override and request.timeout_us else self.default_timeout_us
         if timeout_us:
             pending.timer = self.loop.call_later(timeout_us / 1e6, self._expire, pending, timeout_us)
@@ -122,10 +123,10 @@ class Batcher:
                 continue
             batch = self._take(force=self.flush or not self.dynamic)
             if batch is None:
-                deadline = self.queue[0].enqueued + self.delay
-                if loop.time() < deadline:
+                remaining = self.queue[0].enqueued + self.delay - time.perf_counter()
+                if remaining > 0:
                     self._wake.clear()
-                    timer = loop.call_at(deadline, self._wake.set)
+                    timer = loop.call_later(remaining, self._wake.set)
                     await self._wake.wait()
                     timer.cancel()
                     continue
@@ -172,13 +173,12 @@ class Batcher:
         return chosen
 
     def _dispatch(self, batch: list[Pending]) -> None:
-        now = self.loop.time()
         started = time.perf_counter()
         metrics = self.metrics
         for pending in batch:
             if pending.timer is not None:
                 pending.timer.cancel()
-            metrics.queue_time.observe(now - pending.enqueued)
+            metrics.queue_time.observe(started - pending.enqueued)
             pending.dispatched = started
         metrics.queue_depth.dec(len(batch))
         self.free -= 1
