@@ -81,7 +81,6 @@ class Batcher:
         inputs = request.inputs
         key = tuple(inputs[n].shape[1:] for n in self.input_names) if self.max_batch else ()
         traced = tracing_enabled()
-        traced_at = time.perf_counter() if traced else 0.0  # loop.time() is 1 ms coarse under uvloop
         # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds
         pending = Pending(request, key, self.loop.create_future(), time.perf_counter())
         timeout_us = request.timeout_us if self.allow_override and request.timeout_us else self.default_timeout_us
@@ -94,7 +93,7 @@ class Batcher:
         try:
             result = await pending.future
             if traced:
-                _trace_batching(pending, traced_at)
+                _trace_batching(pending, pending.enqueued)
             return result
         finally:
             self.metrics.in_flight.dec()
