@@ -107,8 +107,12 @@ class Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._complete(keep_alive=self._parser is not None and self._parser.should_keep_alive())
+        if self._waiter is None or self._waiter.done() or self._parser is None:
+            return
+        if self._parser.get_status_code() < 200:  # an interim 1xx: the real answer follows on this parser
+            self._headers, self._body, self._headers_done = [], [], False
+            return
+        self._complete(keep_alive=self._parser.should_keep_alive())
 
     # --------------------------------------------------------- use
 

@@ -36,6 +36,7 @@ MAX_MIRRORS_IN_FLIGHT = 256
 # Not forwarded upstream: hop-by-hop headers, and the ones the client sets from the endpoint and body.
 _REQUEST_SKIP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "host", "content-length"}
+    | {"expect"}  # the whole body is already read: no 100-continue upstream
 )
 _RESPONSE_SKIP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"x-request-id", b"server"}

@@ -106,3 +106,21 @@ def test_head_answers_without_waiting_for_a_body(echo: Proc) -> None:
         pool.close()
 
     asyncio.run(main())
+
+
+def test_interim_100_continue_is_skipped() -> None:
+    async def main() -> None:
+        async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await reader.read()  # hold the connection until the client is done
+
+        server = await asyncio.start_server(interim, "127.0.0.1", 0)
+        pool = Pool(max_connections=1)
+        status, raw, body = await pool.request("127.0.0.1", server.sockets[0].getsockname()[1], "POST", "/", {}, b"x")
+        assert (status, body, Headers(raw).get("content-length")) == (201, b"ok", "2")
+        pool.close()
+        server.close()
+
+    asyncio.run(main())
