@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.files import FileIdentity, file_identity
 from services.modelserver.batching import Batcher
 from services.modelserver.codec import ProtocolError
 from services.modelserver.config import CONFIG_FILE, MODEL_FILE, ModelConfig, load_config
@@ -22,27 +23,17 @@ from services.modelserver.signature import Signature
 
 log = logging.getLogger(__name__)
 
-Stat = tuple[int, int, int]  # mtime_ns, size, inode: a replaced or rewritten file changes it
 
-
-def _stat(path: Path) -> Stat | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def disk_versions(model_dir: Path) -> dict[int, Stat]:
+def disk_versions(model_dir: Path) -> dict[int, FileIdentity]:
     """Version folders (positive integers) that hold a model file, with that file's stat."""
-    found: dict[int, Stat] = {}
+    found: dict[int, FileIdentity] = {}
     try:
         entries = list(model_dir.iterdir())
     except OSError:
         return found
     for entry in entries:
         if entry.name.isdigit() and int(entry.name) > 0:
-            stat = _stat(entry / MODEL_FILE)
+            stat = file_identity(entry / MODEL_FILE)
             if stat is not None:
                 found[int(entry.name)] = stat
     return found
@@ -155,7 +146,7 @@ class Repository:
 
     def _fingerprint(self, name: str) -> object:
         model_dir = self.root / name
-        return (_stat(model_dir / CONFIG_FILE), tuple(sorted(disk_versions(model_dir).items())))
+        return (file_identity(model_dir / CONFIG_FILE), tuple(sorted(disk_versions(model_dir).items())))
 
     async def poll(self) -> None:
         """Reload models whose config or model files changed; load new ones, unload vanished ones."""
@@ -224,7 +215,7 @@ class Repository:
         on_disk = disk_versions(model_dir)
         pinned = self.only.get(name) if self.only else None
         wanted = [pinned] if pinned is not None else config.version_policy.select(list(on_disk))
-        config_stat = _stat(model_dir / CONFIG_FILE)
+        config_stat = file_identity(model_dir / CONFIG_FILE)
         all_ok = bool(wanted)
         if not wanted:
             record.reason = f"no version selected by the policy among {sorted(on_disk)}"
