@@ -26,12 +26,13 @@ from mesh.spec import SpecError, load_spec
 from services.common.client import Client, Discovery, Reply, UpstreamError
 from services.gateway import metrics
 from services.gateway.agreement import agreement, top1
-from services.gateway.policy import ModelRoute, Policy, RouteError, build_policy, split_model_path
+from services.gateway.policy import ModelRoute, PipelineRoute, Policy, RouteError, build_policy, split_model_path
 from services.gateway.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+UNMATCHED = "unmatched"  # the route label of paths that match no route (never the raw path)
 MAX_MIRRORS_IN_FLIGHT = 256
 # Not forwarded upstream: hop-by-hop headers, and the ones the client sets from the endpoint and body.
 _REQUEST_SKIP = frozenset(
@@ -126,7 +127,19 @@ class Gateway:
             name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         request_id = headers.get("x-request-id") or os.urandom(16).hex()
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode("latin-1"))]
+
+        # The route first (dict lookups only), so that every answer is counted under a bounded label.
+        model_route: ModelRoute | None = None
+        pipeline: PipelineRoute | None = None
+        if path.startswith("/v2/models/"):
+            model, path_version, rest = split_model_path(path)
+            model_route = policy.models.get(model)
+            route_label = model_route.route_labels.get(rest, model_route.route_labels[""]) if model_route else UNMATCHED
+        else:
+            pipeline = policy.pipelines.get(path)
+            route_label = path if pipeline is not None else UNMATCHED
+        error_key = "error" if model_route is not None or path.startswith("/v2/") else "message"
 
         # Kong key-auth: a header first, then a query parameter.
         query: bytes = scope.get("query_string", b"")
@@ -139,11 +152,11 @@ class Gateway:
             query_params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
             key = next((v for k, v in query_params if k.lower() in policy.key_names), None)
         if not key:
-            await _respond(send, 401, [_JSON, id_header], _error_body("message", "No API key found in request"))
+            await _refuse(send, 401, extra, "message", "No API key found in request", route_label, start)
             return
         consumer = policy.keys.get(key)
         if consumer is None:
-            await _respond(send, 401, [_JSON, id_header], _error_body("message", "Invalid authentication credentials"))
+            await _refuse(send, 401, extra, "message", "Invalid authentication credentials", route_label, start)
             return
         if policy.hide_credentials:
             if key_header is not None:
@@ -152,45 +165,37 @@ class Gateway:
                 query = urlencode([(k, v) for k, v in query_params if k.lower() not in policy.key_names]).encode()
 
         limits = policy.limits.get(consumer)
-        extra: list[tuple[bytes, bytes]] = [id_header]
         if limits:
             verdict = self.limiter.check(consumer, limits, time.time())
             extra.extend(verdict.headers)
             if not verdict.allowed:
                 metrics.RATE_LIMITED.labels(consumer).inc()
-                await _respond(send, 429, [_JSON, *extra], _error_body("message", "API rate limit exceeded"))
+                await _refuse(send, 429, extra, "message", "API rate limit exceeded", route_label, start)
                 return
 
-        # Route: direct v2 model access (split across versions) or a pipeline's business API.
-        model_route: ModelRoute | None = None
+        # Direct v2 model access (split across versions) or a pipeline's business API.
         version = 0
-        if path.startswith("/v2/models/"):
-            model, path_version, rest = split_model_path(path)
-            model_route = policy.models.get(model)
-            if model_route is None:
-                known = ", ".join(sorted(policy.models))
-                message = f"unknown model {model!r}; known models: {known}"
-                await _respond(send, 404, [_JSON, *extra], _error_body("error", message))
-                return
+        if model_route is not None:
             try:
                 version = model_route.resolve(path_version, headers.get(model_route.header_name), random.random())
             except RouteError as exc:
-                await _respond(send, exc.status, [_JSON, *extra], _error_body("error", exc.message))
+                await _refuse(send, exc.status, extra, error_key, exc.message, route_label, start)
                 return
             service, resilience = model_route.services[version], model_route.resilience
-            route_label = model_route.route_labels.get(rest, model_route.route_labels[""])
-            error_key = "error"
+        elif pipeline is not None:
+            service, resilience = pipeline.service, pipeline.resilience
+        elif path.startswith("/v2/models/"):
+            message = f"unknown model {model!r}; known models: {', '.join(sorted(policy.models))}"
+            await _refuse(send, 404, extra, error_key, message, route_label, start)
+            return
         else:
-            pipeline = policy.pipelines.get(path)
-            if pipeline is None:
-                await _respond(send, 404, [_JSON, *extra], _error_body("message", "no Route matched with those values"))
-                return
-            service, resilience, route_label, error_key = pipeline.service, pipeline.resilience, path, "message"
+            await _refuse(send, 404, extra, error_key, "no Route matched with those values", route_label, start)
+            return
 
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             message = f"request body of {declared} bytes is over the gateway's limit of {MAX_BODY_BYTES}"
-            await _respond(send, 413, [_JSON, *extra], _error_body(error_key, message))
+            await _refuse(send, 413, extra, error_key, message, route_label, start)
             return
         body = await _read_body(receive)
         outgoing = {k: v for k, v in headers.items() if k not in _REQUEST_SKIP}
@@ -359,6 +364,15 @@ async def _read_body(receive: Any) -> bytes:
         message = await receive()
         chunks.append(message.get("body", b""))
     return b"".join(chunks)
+
+
+async def _refuse(
+    send: Any, status: int, headers: list[tuple[bytes, bytes]], key: str, message: str, route: str, start: float
+) -> None:
+    """Answer a request the gateway itself refuses (no upstream was called) and count it."""
+    await _respond(send, status, [_JSON, *headers], _error_body(key, message))
+    metrics.requests(route, "", "", str(status)).inc()
+    metrics.duration(route, "").observe(time.perf_counter() - start)
 
 
 async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -112,6 +112,10 @@ def test_missing_key_is_401(stack: Stack) -> None:
     assert response.status_code == 401
     assert response.json() == {"message": "No API key found in request"}
     assert response.headers["x-request-id"]
+    counted = {"route": "/v2/models/digits/infer", "upstream": "", "code": "401"}
+    assert stack.metric("meshserve_gateway_requests_total", **counted) >= 1
+    post(stack, "/some/random/path")
+    assert stack.metric("meshserve_gateway_requests_total", route="unmatched", code="401") >= 1
 
 
 def test_wrong_key_is_401(stack: Stack) -> None:
