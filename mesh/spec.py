@@ -8,6 +8,7 @@ Validation errors name the field and say how to fix it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,9 +126,26 @@ class Batching(Strict):
     instances: int | None = Field(None, ge=1, description="onnxruntime sessions per server")
     max_queue_size: int | None = Field(None, ge=1)
 
-    def overrides(self) -> dict[str, Any]:
-        """Only the knobs that are set, as `meshserve serve --config-override` takes them."""
-        return self.model_dump(exclude_none=True)
+    def config_patch(self) -> dict[str, Any]:
+        """The knobs that are set, as a partial config.yaml (Triton's shape) for `--config-override`."""
+        patch: dict[str, Any] = {}
+        if self.max_batch_size is not None:
+            patch["max_batch_size"] = self.max_batch_size
+        batching = {
+            k: v
+            for k, v in (
+                ("max_queue_delay_microseconds", self.max_queue_delay_microseconds),
+                ("preferred_batch_size", self.preferred_batch_size),
+            )
+            if v is not None
+        }
+        if batching:
+            patch["dynamic_batching"] = batching
+        if self.instances is not None:
+            patch["instance_group"] = {"count": self.instances}
+        if self.max_queue_size is not None:
+            patch["default_queue_policy"] = {"max_queue_size": self.max_queue_size}
+        return patch
 
 
 class Mirror(Strict):
@@ -237,6 +255,18 @@ class ModelSpec(Strict):
         if traffic.mirror and traffic.mirror.version not in self.versions:
             raise ValueError(f"traffic.mirror.version v{traffic.mirror.version} is not under versions {known}")
         return self
+
+    def serve_args(self, name: str, version: int) -> list[str]:
+        """`meshserve serve` arguments that pin this version and apply the spec's batching overrides.
+
+        The local supervisor and the Kubernetes compiler both call this, so a replica runs the same
+        configuration on a laptop and in a pod.
+        """
+        args = ["--model", f"{name}:{version}"]
+        patch = self.batching.config_patch()
+        if patch:
+            args += ["--config-override", f"{name}={json.dumps(patch, separators=(',', ':'), sort_keys=True)}"]
+        return args
 
     def weights(self) -> dict[int, int]:
         """Version weights; a single-version model with no traffic block takes everything."""

@@ -54,7 +54,7 @@ def plan_processes(
             for i in range(version_spec.replicas):
                 port = next_port()
                 argv = (python, "-m", "services.cli", "serve", "--repository", str(repository))
-                argv += ("--model", f"{model_name}:{version}", "--port", str(port), "--poll-interval", "0")
+                argv += (*model.serve_args(model_name, version), "--port", str(port), "--poll-interval", "0")
                 meta = {"model": model_name, "version": str(version)}
                 processes.append(ProcessSpec(service, f"{service}-{i}", argv, port, MODEL_HEALTH, meta))
     pipeline_services = [(name, stage.replicas) for name, _, stage in spec.stage_services()]

@@ -44,6 +44,7 @@ _RETRY_AFTER = ((b"retry-after", b"1"),)
 class Settings:
     repository: Path
     models: dict[str, int | None] = field(default_factory=dict)  # --model filter
+    config_overrides: dict[str, dict] = field(default_factory=dict)  # --config-override
     poll_interval: float = 2.0
     max_body_bytes: int = 64 * 1024 * 1024
 
@@ -53,7 +54,7 @@ class ServerState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.repository = Repository(settings.repository, settings.models or None)
+        self.repository = Repository(settings.repository, settings.models or None, settings.config_overrides)
         self.draining = False
         self.active = 0  # infer requests accepted and not yet answered
 

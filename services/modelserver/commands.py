@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -12,6 +13,20 @@ def parse_model(value: str) -> tuple[str, int | None]:
     if not name or (version and not (version.isdigit() and int(version) > 0)):
         raise argparse.ArgumentTypeError(f"expected NAME or NAME:VERSION, got {value!r}")
     return name, int(version) if version else None
+
+
+def parse_override(value: str) -> tuple[str, dict]:
+    """NAME=JSON: a partial config.yaml (a JSON object) for model NAME."""
+    name, sep, text = value.partition("=")
+    if not name or not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=JSON, got {value!r}")
+    try:
+        patch = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--config-override {name}: not valid JSON ({exc})") from None
+    if not isinstance(patch, dict):
+        raise argparse.ArgumentTypeError(f"--config-override {name}: expected a JSON object")
+    return name, patch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME[:VERSION]",
         help="serve only this model (repeatable); a version pins it, overriding the version policy",
+    )
+    parser.add_argument(
+        "--config-override",
+        action="append",
+        type=parse_override,
+        default=[],
+        metavar="NAME=JSON",
+        help='a partial config.yaml laid over NAME\'s (repeatable), e.g. digits=\'{"instance_group": {"count": 2}}\'',
     )
     parser.add_argument(
         "--poll-interval", type=float, default=2.0, metavar="SECONDS", help="repository poll period; 0 = off"
@@ -60,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(
         repository=args.repository.resolve(),
         models=models,
+        config_overrides=dict(args.config_override),
         poll_interval=args.poll_interval,
         max_body_bytes=args.max_body_bytes,
     )

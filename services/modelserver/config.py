@@ -128,8 +128,23 @@ class ModelConfig(_Strict):
         return value
 
 
-def load_config(model_dir: Path) -> ModelConfig:
-    """Read and validate `<model_dir>/config.yaml`; raises ValueError with a readable reason."""
+def merge_config(base: dict, patch: dict) -> dict:
+    """`patch` laid over `base`, mappings merged key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(model_dir: Path, override: dict | None = None) -> ModelConfig:
+    """Read and validate `<model_dir>/config.yaml`, with `override` (a partial config) laid over it.
+
+    Overrides come from the mesh spec (`--config-override`), so one repository serves every
+    environment; they are validated exactly like the file, so a bad knob fails the load loudly.
+    """
     path = model_dir / CONFIG_FILE
     try:
         raw = yaml.safe_load(path.read_text())
@@ -139,6 +154,8 @@ def load_config(model_dir: Path) -> ModelConfig:
         raise ValueError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must be a mapping")
+    if override:
+        raw = merge_config(raw, override)
     raw.setdefault("name", model_dir.name)
     try:
         config = ModelConfig.model_validate(raw)

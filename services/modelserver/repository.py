@@ -82,9 +82,15 @@ class ModelRecord:
 
 
 class Repository:
-    def __init__(self, root: Path, only: dict[str, int | None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        only: dict[str, int | None] | None = None,
+        overrides: dict[str, dict] | None = None,
+    ) -> None:
         self.root = root
         self.only = only or None  # --model filter: name -> pinned version (or None: config's policy)
+        self.overrides = overrides or {}  # --config-override: name -> partial config.yaml
         self.models: dict[str, ModelRecord] = {}
         self._lock = asyncio.Lock()
         self._retired: set[asyncio.Task] = set()
@@ -200,7 +206,7 @@ class Repository:
         """Apply config and policy; False if anything wanted could not be loaded."""
         name = record.name
         try:
-            config = load_config(model_dir)
+            config = load_config(model_dir, self.overrides.get(name))
         except ValueError as exc:
             record.reason = str(exc)
             for version, status in record.status.items():
