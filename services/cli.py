@@ -23,7 +23,11 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meshserve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="meshserve",
+        description="ONNX models as microservices: serve them, run the local stack, render it for Kubernetes, "
+        "and release new versions by canary, all from mesh/mesh.yaml.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
