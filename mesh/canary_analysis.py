@@ -338,6 +338,7 @@ def _run(args: argparse.Namespace) -> int:
             limits=Thresholds(
                 max_error_increase=args.max_error_increase,
                 max_latency_ratio=args.max_latency_ratio,
+                latency_slack_s=parse_duration(args.latency_slack),
                 min_agreement=args.min_agreement,
                 min_requests=args.min_requests,
                 min_compared=args.min_compared,
@@ -368,6 +369,11 @@ def register_canary(ops: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-error-increase", type=float, default=limits.max_error_increase)
     parser.add_argument("--max-latency-ratio", type=float, default=limits.max_latency_ratio)
+    parser.add_argument(
+        "--latency-slack",
+        default=format_duration(limits.latency_slack_s),
+        help="the canary's p95 may also exceed the stable's by this much (whichever bound is larger)",
+    )
     parser.add_argument("--min-agreement", type=float, default=limits.min_agreement)
     parser.add_argument("--min-requests", type=int, default=limits.min_requests)
     parser.add_argument("--min-compared", type=int, default=limits.min_compared)

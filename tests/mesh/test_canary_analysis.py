@@ -24,6 +24,7 @@ from mesh.canary_analysis import (
     write_report,
 )
 from mesh.spec import load_spec, read_yaml, validate_spec
+from services.cli import main
 from services.local.supervisor import LocalStack
 from tests.observability.livestack import (
     REPO,
@@ -131,10 +132,20 @@ def _analyse(stack: LocalStack, version: int, tmp_path: Path):
 @needs_prometheus
 @pytest.mark.timeout(180)
 def test_a_healthy_canary_is_promoted(stack: LocalStack, tmp_path: Path) -> None:
+    """Through the command line, as a user runs it."""
     _reset(stack, {1: 90, 2: 10, 3: 0})
     mirror_before = current_mirror(read_yaml(stack.spec_path), "digits")
-    report, data, markdown, codes = _analyse(stack, 2, tmp_path)
-    assert report.outcome == "promoted", markdown
+    argv = [
+        "canary", "--spec", str(stack.spec_path), "advance", "digits", "v2", "--steps", "50,100", "--hold", "4s",
+        "--prometheus", prometheus_url(stack), "--min-requests", "10", "--min-compared", "10",
+        "--max-latency-ratio", "5", "--latency-slack", "250ms", "--report", str(tmp_path / "report"),
+    ]  # fmt: skip
+    with Driver(stack, infer, rate=40, limit=2000) as traffic:
+        code = main(argv)
+    codes = traffic.codes
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert code == 0 and data["outcome"] == "promoted", markdown
     assert [s["weight"] for s in data["steps"]] == [50, 100] and all(s["passed"] for s in data["steps"])
     assert all(s["figures"]["agreement"] >= 0.95 for s in data["steps"])
     doc = read_yaml(stack.spec_path)
