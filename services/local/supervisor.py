@@ -35,6 +35,7 @@ import orjson
 from mesh.spec import MeshSpec, load_spec
 from services.discovery import DISCOVERY_ENV, ENDPOINTS_FILE, RUN_DIR_ENV, Discovery, Endpoint, from_env
 from services.local.plan import ProcessSpec, plan_processes
+from services.pipeline.traffic import CLIENT, TRAFFIC_ENV
 
 log = logging.getLogger("meshserve.supervisor")
 
@@ -138,6 +139,7 @@ class LocalStack:
         env.setdefault(DISCOVERY_ENV, f"static:{self.run_dir / ENDPOINTS_FILE}")
         env[RUN_DIR_ENV] = str(self.run_dir)
         env[SPEC_ENV] = str(self.spec_path)
+        env[TRAFFIC_ENV] = CLIENT  # no Istio locally: the business API splits (services/pipeline/traffic.py)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         return env

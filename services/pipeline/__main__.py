@@ -17,8 +17,13 @@ def build(spec_path: Path, spec: MeshSpec, service: str):
     if service in spec.pipelines:
         from services.discovery import from_env
         from services.pipeline.business import build_app
+        from services.pipeline.traffic import TrafficSettings
 
-        return build_app(service, spec_path, from_env())
+        try:
+            traffic = TrafficSettings.from_env()
+        except ValueError as exc:
+            raise SystemExit(f"{service}: {exc}") from None
+        return build_app(service, spec_path, from_env(), traffic)
     for name, pipeline, stage in spec.stage_services():
         if name != service:
             continue

@@ -3,9 +3,11 @@
 POST <route> (e.g. /v1/digits:classify): an image in (whatever image-preprocess accepts); out
 {"label", "score", "top_k", "model_version"} with headers x-request-id and x-model-version. It runs the
 stages in the spec's order, each through the ONE shared client (services.common.client: pooled
-connections, retries, outlier ejection, x-request-id/traceparent propagation). The model version is
-chosen by the gateway's own rule (services.gateway.policy.ModelRoute.resolve: the override header,
-else the weighted split), so the split exists once; the spec is re-read when mesh.yaml changes.
+connections, retries, outlier ejection, x-request-id/traceparent propagation). Who picks the model
+version is services.pipeline.traffic's one setting: locally the business API, by the gateway's own rule
+(services.gateway.policy.ModelRoute.resolve: the override header, else the weighted split), so the
+split exists once; on Kubernetes Istio, with the business API calling the model's plain Service and
+reading the version from the answer. The spec is re-read when mesh.yaml changes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +25,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mesh.spec import MeshSpec, Pipeline, SpecError, load_spec
+from mesh.spec import MeshSpec, Pipeline, Resilience, SpecError, load_spec, parse_version
 from services.common.client import Client, Reply, UpstreamError, bind_request_headers
 from services.common.files import file_identity
 from services.discovery import Discovery
 from services.gateway.policy import ModelRoute, RouteError, build_model_route
 from services.pipeline.service import JSON, BadRequest, create_app, error_response
 from services.pipeline.tensors import OCTET, SHAPE_HEADER, from_raw, shape_header, v2_infer_request, v2_output
+from services.pipeline.traffic import TrafficSettings, single_try
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +46,52 @@ class Plan:
     pipeline: Pipeline
     model: ModelRoute
     stage_services: tuple[tuple[str, str], ...]  # (service, stage kind) in order, "" for the model stage
+    stage_resilience: Resilience  # what the client applies itself (single try behind a sidecar)
+    model_resilience: Resilience
 
 
-def make_plan(spec: MeshSpec, name: str) -> Plan:
+def make_plan(spec: MeshSpec, name: str, traffic: TrafficSettings) -> Plan:
+    """Built once per spec snapshot, so the client sees the same policy objects on every request."""
     pipeline = spec.pipelines[name]
     stages = tuple((f"{name}-{s.name}", s.kind or "") for s in pipeline.stages)
-    return Plan(pipeline, build_model_route(pipeline.model_stage().model, spec), stages)
+    route = build_model_route(pipeline.model_stage().model, spec)
+    if traffic.mesh:
+        return Plan(pipeline, route, stages, single_try(pipeline.resilience), single_try(route.resilience))
+    return Plan(pipeline, route, stages, pipeline.resilience, route.resilience)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """Where one request's model stage goes: a version's own service (client mode; `version` known),
+    or the model's plain service with the override header forwarded (mesh mode; Istio picks)."""
+
+    service: str
+    base_path: str  # /v2/models/<m>[/versions/<v>]: metadata here, infer at base_path + "/infer"
+    headers: dict[str, str]
+    version: int | None
+
+
+def choose_model_call(plan: Plan, traffic: TrafficSettings, request_headers: Mapping[str, str]) -> ModelCall:
+    """Raises RouteError (400/404) for an override header naming no version of the model, in both modes."""
+    route = plan.model
+    if not traffic.mesh:
+        version = route.resolve(None, request_headers.get(route.header_name), random.random())
+        return ModelCall(route.services[version], f"/v2/models/{route.name}/versions/{version}", {}, version)
+    override = request_headers.get(traffic.version_header)
+    headers = {}
+    if override is not None:
+        route.resolve(None, override, 0.0)  # the same 400/404 as locally; Istio then routes on it
+        headers[traffic.version_header] = str(parse_version(override))  # bare number: the VS matches ^v?N$
+    return ModelCall(route.name, f"/v2/models/{route.name}", headers, None)
 
 
 class LiveSpec:
     """The pipeline's plan, rebuilt when mesh.yaml is replaced (checked at most every `interval`)."""
 
-    def __init__(self, path: Path, name: str, interval: float = 0.5) -> None:
-        self.path, self.name, self.interval = path, name, interval
+    def __init__(self, path: Path, name: str, traffic: TrafficSettings, interval: float = 0.5) -> None:
+        self.path, self.name, self.traffic, self.interval = path, name, traffic, interval
         self._identity = file_identity(path)
-        self.plan = make_plan(load_spec(path, check_repository=False), name)
+        self.plan = make_plan(load_spec(path, check_repository=False), name, traffic)
         self._checked = time.monotonic()
 
     def current(self) -> Plan:
@@ -67,7 +102,7 @@ class LiveSpec:
             if identity is not None and identity != self._identity:
                 self._identity = identity
                 try:
-                    self.plan = make_plan(load_spec(self.path, check_repository=False), self.name)
+                    self.plan = make_plan(load_spec(self.path, check_repository=False), self.name, self.traffic)
                     log.info("mesh spec reloaded: weights %s", self.plan.model.split_versions)
                 except (SpecError, KeyError) as exc:
                     log.error("mesh spec change ignored, keeping the previous one: %s", exc)
@@ -95,11 +130,12 @@ class PipelineRunner:
     def __init__(self, live: LiveSpec, client: Client) -> None:
         self.live = live
         self.client = client
-        self.signatures: dict[str, tuple[str, str]] = {}  # model service -> (input name, output name)
+        # (service, metadata path, forwarded headers) -> (input name, output name)
+        self.signatures: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
 
     async def _stage(self, plan: Plan, service: str, kind: str, body: bytes, headers: dict[str, str]) -> Reply:
         reply = await self.client.request(
-            service, "POST", STAGE_PATHS[kind], resilience=plan.pipeline.resilience, body=body, headers=headers
+            service, "POST", STAGE_PATHS[kind], resilience=plan.stage_resilience, body=body, headers=headers
         )
         if 400 <= reply.status < 500:  # the caller's input was refused: pass it on as is
             raise StageFailed(reply.status, _error_text(reply))
@@ -107,44 +143,57 @@ class PipelineRunner:
             raise StageFailed(502, f"{service} answered {reply.status}: {_error_text(reply)}")
         return reply
 
-    async def _signature(self, route: ModelRoute, version: int) -> tuple[str, str]:
-        service = route.services[version]
-        known = self.signatures.get(service)
+    async def _signature(self, plan: Plan, call: ModelCall) -> tuple[str, str]:
+        """Tensor names from the model's metadata, asked once per target (in mesh mode with the same
+        override header as the infer, so both reach the same subset)."""
+        key = (call.service, call.base_path, tuple(sorted(call.headers.items())))
+        known = self.signatures.get(key)
         if known is None:
             reply = await self.client.request(
-                service, "GET", f"/v2/models/{route.name}/versions/{version}", resilience=route.resilience
+                call.service, "GET", call.base_path, resilience=plan.model_resilience, headers=call.headers
             )
             if reply.status != 200:
-                raise StageFailed(502, f"{service} metadata answered {reply.status}: {_error_text(reply)}")
+                raise StageFailed(502, f"{call.service} metadata answered {reply.status}: {_error_text(reply)}")
             meta = reply.json()
             known = (meta["inputs"][0]["name"], meta["outputs"][0]["name"])
-            self.signatures[service] = known
+            self.signatures[key] = known
         return known
 
-    async def _model(self, route: ModelRoute, version: int, tensor: np.ndarray) -> np.ndarray:
-        service = route.services[version]
-        input_name, output_name = await self._signature(route, version)
+    async def _model(self, plan: Plan, call: ModelCall, tensor: np.ndarray) -> tuple[np.ndarray, int]:
+        """The model's output and the version that computed it (in mesh mode, named by the answer)."""
+        input_name, output_name = await self._signature(plan, call)
         body, headers = v2_infer_request(input_name, tensor, [output_name])
-        path = f"/v2/models/{route.name}/versions/{version}/infer"
         reply = await self.client.request(
-            service, "POST", path, resilience=route.resilience, body=body, headers=headers
+            call.service,
+            "POST",
+            f"{call.base_path}/infer",
+            resilience=plan.model_resilience,
+            body=body,
+            headers={**headers, **call.headers},
         )
         if reply.status == 503:  # overloaded: shed fast, tell the caller when to come back
             raise StageFailed(
-                503, f"{service}: {_error_text(reply)}", {"retry-after": reply.headers.get("retry-after", "1")}
+                503, f"{call.service}: {_error_text(reply)}", {"retry-after": reply.headers.get("retry-after", "1")}
             )
         if reply.status != 200:
-            raise StageFailed(502, f"{service} answered {reply.status}: {_error_text(reply)}")
-        return v2_output(reply.body, reply.headers, output_name)
+            raise StageFailed(502, f"{call.service} answered {reply.status}: {_error_text(reply)}")
+        version = call.version
+        if version is None:
+            try:
+                version = parse_version(reply.headers.get("x-model-version"))
+            except ValueError:
+                raise StageFailed(502, f"{call.service} answered without a valid x-model-version header") from None
+        return v2_output(reply.body, reply.headers, output_name), version
 
-    async def run(self, plan: Plan, version: int, body: bytes, content_type: str) -> dict:
+    async def run(self, plan: Plan, call: ModelCall, body: bytes, content_type: str) -> dict:
         payload, headers = body, {"content-type": content_type or JSON, "accept": OCTET}
         tensor: np.ndarray | None = None
         result: dict | None = None
+        version = call.version
         for service, kind in plan.stage_services:
             if not kind:
                 assert tensor is not None, "the model stage needs a stage before it that makes a tensor"
-                tensor = await self._model(plan.model, version, tensor)
+                tensor, version = await self._model(plan, call, tensor)
                 payload = tensor.astype("<f4", copy=False).tobytes()
                 headers = {"content-type": OCTET, SHAPE_HEADER: shape_header(tensor.shape), "accept": OCTET}
                 continue
@@ -161,8 +210,10 @@ class PipelineRunner:
         return {"label": first["label"], "score": first["score"], "top_k": first["top_k"], "model_version": version}
 
 
-def build_app(name: str, spec_path: Path, discovery: Discovery):
-    live = LiveSpec(spec_path, name)
+def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: TrafficSettings | None = None):
+    """`traffic` defaults to the environment's setting (services.pipeline.traffic), read here once."""
+    traffic = TrafficSettings.from_env() if traffic is None else traffic
+    live = LiveSpec(spec_path, name, traffic)
     state: dict[str, PipelineRunner] = {}
 
     async def start() -> None:
@@ -175,6 +226,7 @@ def build_app(name: str, spec_path: Path, discovery: Discovery):
         discovery.close()
 
     app = create_app(name, on_start=start, on_stop=stop)
+    app.state.traffic = traffic
     route = live.plan.pipeline.route
 
     async def classify(request: Request) -> Response:
@@ -184,18 +236,20 @@ def build_app(name: str, spec_path: Path, discovery: Discovery):
         body = await request.body()
         plan = live.current()
         try:
-            version = plan.model.resolve(None, request.headers.get(plan.model.header_name), random.random())
+            call = choose_model_call(plan, traffic, request.headers)
         except RouteError as exc:
             return error_response(exc.status, exc.message, headers)
-        headers["x-model-version"] = str(version)
+        if call.version is not None:
+            headers["x-model-version"] = str(call.version)
         try:
-            result = await state["pipeline"].run(plan, version, body, request.headers.get("content-type", ""))
+            result = await state["pipeline"].run(plan, call, body, request.headers.get("content-type", ""))
         except (StageFailed, BadRequest) as exc:
             return error_response(exc.status, exc.message, {**headers, **getattr(exc, "headers", {})})
         except UpstreamError as exc:
             if exc.retry_after is not None:
                 headers["retry-after"] = str(exc.retry_after)
             return error_response(exc.status, str(exc), headers)
+        headers["x-model-version"] = str(result["model_version"])
         return Response(orjson.dumps(result), 200, headers, media_type=JSON)
 
     app.add_api_route(route, classify, methods=["POST"])
