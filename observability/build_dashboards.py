@@ -112,6 +112,16 @@ def service_overview() -> dict:
                 "s",
             ),
             _panel("Targets up by service", [("sum by (service) (up)", "{{service}}")]),
+            _panel(
+                "SLO: 5xx share (5m and 1h windows of the burn-rate alerts)",
+                [(f'meshserve:slo_error_ratio:rate{w}{{route=~"$route"}}', f"{{{{route}}}} {w}") for w in ("5m", "1h")],
+                "percentunit",
+            ),
+            _panel(
+                "SLO: share slower than the p95 / p99 bound (5m)",
+                [('meshserve:slo_slow_ratio:rate5m{route=~"$route"}', "{{route}} over the p{{quantile}} bound")],
+                "percentunit",
+            ),
         ],
         [_variable("route", f"label_values({GW_REQ}, route)", multi=True, include_all=True)],
     )
