@@ -39,7 +39,12 @@ QUIET_BUSY, QUIET_WINDOW_S = 0.15, 1.0
 
 
 def bench_spec(path: Path) -> None:
-    """digits v1 only, the repository's resilience policy, one consumer with a limit wrk never reaches."""
+    """digits v1 only, one consumer with a limit wrk never reaches, and no outlier ejection.
+
+    The benchmark prices the proxy, not resilience: on this shared machine a neighbour can stall
+    the one model server for longer than a per-try timeout, and Envoy semantics (Istio's default
+    minHealthPercent 0) then eject the only host and answer 503 for base_ejection_time.
+    """
     spec = {
         "name": "bench",
         "repository": str(MODELS),
@@ -48,9 +53,9 @@ def bench_spec(path: Path) -> None:
                 "versions": {1: {"replicas": 1}},
                 "traffic": {"weights": {1: 100}},
                 "resilience": {
-                    "timeout": "2s",
-                    "retries": {"attempts": 2, "per_try_timeout": "500ms"},
-                    "outlier_detection": {"consecutive_5xx_errors": 3, "interval": "1s", "base_ejection_time": "5s"},
+                    "timeout": "10s",
+                    "retries": {"attempts": 2, "per_try_timeout": "5s"},
+                    "outlier_detection": {"consecutive_5xx_errors": 0},
                     "connection_pool": {"max_connections": 64, "max_pending_requests": 128},
                 },
             }
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     by = {(p["path"], p["concurrency"]): p for p in points}
     added_p50 = round(by["gateway", 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3)
     throughput = ratio(by["gateway", 32]["rps"], by["direct", 32]["rps"])
+    failed = sum(p["failed"] for p in points)
     cores = {"server_core": SERVER_CORE, "gateway_core": GATEWAY_CORE, "wrk_core": LOAD_CORE}
     results = {
         "machine": machine_facts(REPO, cores),
@@ -136,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "added_p50_ms_c1": added_p50,
         "throughput_ratio_c32": throughput,
         "targets": {
+            "no_failed_requests": {"failed": failed, "verdict": verdict(failed == 0)},
             "added_p50_ms_c1": {"max": MAX_ADDED_P50_MS, "verdict": verdict(added_p50 <= MAX_ADDED_P50_MS)},
             "throughput_ratio_c32": {
                 "min": MIN_THROUGHPUT_RATIO,
@@ -162,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{results['targets']['added_p50_ms_c1']['verdict']}",
             f"- throughput through the gateway / direct at c32: **{throughput}** (target >= {MIN_THROUGHPUT_RATIO}): "
             f"{results['targets']['throughput_ratio_c32']['verdict']}",
+            f"- failed requests in all points: **{failed}**: {results['targets']['no_failed_requests']['verdict']}",
         ]
     )
     json_path, md_path = write_results(out, "gateway", results, markdown)
