@@ -189,7 +189,7 @@ class Upstream:
         self.configure(resilience)
 
     def configure(self, resilience: Resilience) -> None:
-        """Apply a (re)loaded policy; a new pool size takes effect with a fresh connection pool."""
+        """Apply a (re)loaded policy in place (retries, timeouts, ejection, pool limits)."""
         self.resilience = resilience
         self.pool.policy = resilience.outlier_detection
         retries = resilience.retries
