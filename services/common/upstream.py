@@ -91,6 +91,10 @@ class HostPool:
             else:
                 host.instance = ep.instance
             fresh.append(host)
+        kept = {h.key for h in fresh}
+        for gone in self.hosts:
+            if gone.ejected and gone.key not in kept:
+                self._on_readmit(gone)  # out of the pool altogether: no longer counted as ejected
         self.hosts = fresh
         self.ejected_count = sum(1 for h in fresh if h.ejected)
 

@@ -122,12 +122,13 @@ def test_retry_avoids_hosts_already_tried_when_it_can() -> None:
 
 
 def test_update_keeps_state_of_hosts_still_present() -> None:
-    hosts, _ = pool(2)
+    hosts, events = pool(2)
     fail(hosts, 0, 3, 1.0)
     hosts.update([Ep("e0", "127.0.0.1", 9000), Ep("e9", "127.0.0.1", 9009)])
     assert hosts.hosts[0].ejected and hosts.ejected_count == 1
     hosts.update([Ep("e9", "127.0.0.1", 9009)])
     assert hosts.ejected_count == 0
+    assert events == ["eject e0", "readmit e0"]  # a removed ejected host stops counting as ejected
 
 
 @pytest.mark.parametrize(
