@@ -9,9 +9,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.services.gateway.stack import MODELS, Background, Stack, base_spec, fire, running
+from tests.services.gateway.stack import API_KEY, MODELS, Background, Stack, base_spec, fire, running
 from tests.services.modelserver.serverproc import wait_for
 
 N = 2000
@@ -98,3 +99,12 @@ def _wait_log(stack: Stack, text: str) -> str:
     assert stack.gateway is not None
     gateway = stack.gateway
     return str(wait_for(lambda: text in gateway.logs() and gateway.logs(), 10, f"gateway log line {text!r}"))
+
+
+def test_metadata_and_readiness_follow_the_same_routing(stack: Stack) -> None:
+    key = {"apikey": API_KEY}
+    versioned = httpx.get(stack.url + "/v2/models/digits/versions/2", headers=key, timeout=5)
+    assert versioned.status_code == 200 and versioned.headers["x-model-version"] == "2"
+    assert versioned.json()["name"] == "digits"
+    ready = httpx.get(stack.url + "/v2/models/digits/ready", headers={**key, "x-model-version": "1"}, timeout=5)
+    assert ready.status_code == 200 and ready.headers["x-model-version"] == "1"
