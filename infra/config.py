@@ -22,6 +22,7 @@ class Secrets:
     api_keys: pulumi.Output | None  # username -> key
     grafana_admin_password: pulumi.Output | None
     elastic_password: pulumi.Output | None
+    apm_token: pulumi.Output | None  # APM Server's secret token (mesh/compile/logging.py says why ours)
 
 
 def _how(key: str) -> str:
@@ -47,18 +48,20 @@ def read_secrets(env: Environment) -> Secrets:
     api_keys = cfg.get_secret_object("apiKeys") if env.platform.kong else None
     grafana = cfg.get_secret("grafanaAdminPassword") if env.platform.monitoring else None
     elastic = cfg.get_secret("elasticPassword") if env.platform.logging else None
+    apm = cfg.get_secret("apmSecretToken") if env.platform.logging else None
     missing = [
         f"{CONFIG_NAMESPACE}:{key} ({_how(key)})"
         for key, wanted, value in (
             ("apiKeys", env.platform.kong, api_keys),
             ("grafanaAdminPassword", env.platform.monitoring, grafana),
             ("elasticPassword", env.platform.logging, elastic),
+            ("apmSecretToken", env.platform.logging, apm),
         )
         if wanted and value is None
     ]
     if missing:
         raise pulumi.RunError("missing secret config: " + "; ".join(missing))
-    return Secrets(api_keys, grafana, elastic)
+    return Secrets(api_keys, grafana, elastic, apm)
 
 
 def api_key(secrets: Secrets, username: str) -> pulumi.Output:

@@ -1,5 +1,7 @@
 """Logging and tracing: the ECK operator, then Elasticsearch, Kibana, an APM Server for OTLP traces and
-Filebeat for container logs (mesh/compile/logging.py); the admin password is a Pulumi secret."""
+Filebeat for container logs (mesh/compile/logging.py); the admin password is a Pulumi secret, and so is
+APM Server's token: in its keystore Secret (before the ApmServer) and, as the pods' OTLP headers, in the
+workload namespace (before the workloads: `workload_secrets`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pulumi
 
 from infra import charts
 from infra.objects import apply_object, apply_objects, release
-from mesh.compile.logging import elastic_admin_secret
+from mesh.compile.logging import apm_token_secret, elastic_admin_secret, otlp_headers, otlp_headers_secret
 from mesh.compile.settings import Environment
 
 OPERATOR_NAMESPACE = "elastic-system"
@@ -22,6 +24,9 @@ class Logging(pulumi.ComponentResource):
         env: Environment,
         objects: list[dict[str, Any]],
         elastic_password: pulumi.Output,
+        apm_token: pulumi.Output,
+        workload_namespace: str,
+        namespace_ready: list[pulumi.Resource],
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("meshserve:infra:Logging", name, None, opts)
@@ -35,6 +40,16 @@ class Logging(pulumi.ComponentResource):
         self.admin_secret = apply_object(
             elastic_admin_secret(env, elastic_password), pulumi.ResourceOptions(parent=self, depends_on=self.namespace)
         )
-        after = [self.operator, *self.namespace, self.admin_secret]
+        self.apm_token_secret = apply_object(
+            apm_token_secret(env, apm_token), pulumi.ResourceOptions(parent=self, depends_on=self.namespace)
+        )
+        headers = pulumi.Output.secret(apm_token.apply(otlp_headers))
+        self.workload_secrets = [
+            apply_object(
+                otlp_headers_secret(workload_namespace, headers),
+                pulumi.ResourceOptions(parent=self, depends_on=namespace_ready),
+            )
+        ]
+        after = [self.operator, *self.namespace, self.admin_secret, self.apm_token_secret]
         self.objects = apply_objects(rest, pulumi.ResourceOptions(parent=self, depends_on=after))
         self.register_outputs({})

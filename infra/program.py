@@ -52,12 +52,22 @@ def main() -> Stack:
         else None
     )
     logging = (
-        Logging("logging", env, groups["logging"], secrets.elastic_password, on_cluster)
+        Logging(
+            "logging",
+            env,
+            groups["logging"],
+            secrets.elastic_password,
+            secrets.apm_token,
+            namespace["metadata"]["name"],
+            mesh.ready,
+            on_cluster,
+        )
         if env.platform.logging
         else None
     )
     gpu = Gpu("gpu", env, monitoring.chart if monitoring else None, on_cluster) if env.platform.gpu else None
-    workloads = Workloads("workloads", [o for o in core if o is not namespace], mesh.ready, on_cluster)
+    pods_need = [*mesh.ready, *(logging.workload_secrets if logging else [])]  # the OTLP headers Secret
+    workloads = Workloads("workloads", [o for o in core if o is not namespace], pods_need, on_cluster)
     traffic = TrafficPolicies("traffic", mesh, groups["istio"], on_cluster) if env.platform.istio else None
     gateway = (
         Gateway("gateway", spec, env, groups["kong"], secrets, mesh.ready, on_cluster) if env.platform.kong else None

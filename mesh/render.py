@@ -66,6 +66,9 @@ def write_objects(objects: list[tuple[str, dict[str, Any]]], out: Path) -> list[
 
 
 def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
+    """A kubectl command per Secret the rendered objects reference but render never writes (values
+    come from the user's secret store: shell variables, never literals)."""
+    from mesh.compile import logging
     from mesh.compile.settings import load_stack
     from mesh.spec import load_spec
 
@@ -73,6 +76,8 @@ def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
     spec = load_spec(spec_path)
     ns = env.namespace or spec.namespace
     lines = []
+    if env.tls_secret:
+        lines.append(f'kubectl -n {ns} create secret tls {env.tls_secret} --cert="$TLS_CERT" --key="$TLS_KEY"')
     if env.platform.kong:
         for c in spec.gateway.consumers:
             if c.api_key.secret:
@@ -85,6 +90,15 @@ def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
             f"kubectl -n {env.logging_namespace} create secret generic meshserve-elastic-admin "
             "--type=kubernetes.io/basic-auth --from-literal=username=meshserve-admin "
             '--from-literal=password="$PASSWORD" --from-literal=roles=superuser'
+        )
+        # One APM Server token on both sides (URL-safe, e.g. `openssl rand -hex 32`): keystore, pods' OTLP headers.
+        lines.append(
+            f"kubectl -n {env.logging_namespace} create secret generic {logging.APM_TOKEN_SECRET} "
+            f'--from-literal={logging.APM_TOKEN_KEY}="$APM_TOKEN"'
+        )
+        lines.append(
+            f"kubectl -n {ns} create secret generic {logging.OTLP_HEADERS_SECRET} "
+            f'--from-literal={logging.OTLP_HEADERS_KEY}="{logging.OTLP_AUTHORIZATION}$APM_TOKEN"'
         )
     return lines
 

@@ -12,8 +12,11 @@ read-only (modelStore type `pvc`).
 
 Pods get the spec (without `traffic`: on Kubernetes the version split belongs to Istio, so the
 weights live only in the VirtualService and a canary change rolls no pod) and a static discovery
-file naming every service by its cluster DNS name: in-process clients call Service hosts and the
-sidecar applies the mesh policies.
+file naming every service by its cluster DNS name, the plain `<model>` host included: in-process
+clients call Service hosts and the sidecar applies the mesh policies. With Istio, MESHSERVE_TRAFFIC=mesh
+tells the business API to call `<model>` and leave the split, retries and ejection to the sidecar
+(services/pipeline/traffic.py); MESHSERVE_VERSION_HEADER names the override header the VirtualService
+matches, since the pods' spec has no `traffic` block to read it from.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from mesh.compile.logging import OTLP_HEADERS_KEY, OTLP_HEADERS_SECRET
 from mesh.compile.names import (
     HTTP_PORT,
     HTTP_PORT_NAME,
@@ -36,6 +40,7 @@ from mesh.compile.names import (
 )
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec
+from services.pipeline.traffic import CLIENT, DEFAULT_VERSION_HEADER, MESH, TRAFFIC_ENV, VERSION_HEADER_ENV
 
 SPEC_CONFIGMAP = "meshserve-spec"
 CONFIG_DIR = "/etc/meshserve"
@@ -104,12 +109,12 @@ def service_account(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, 
     }
 
 
-def command(w: Workload, env: Environment) -> list[str]:
+def command(w: Workload, spec: MeshSpec, env: Environment) -> list[str]:
     """The container's command: the model server CLI, or the pipeline service runner."""
     listen = ["--host", "0.0.0.0", "--port", str(HTTP_PORT)]
     if w.component == "model":
-        model = f"{w.model}:{w.version}"
-        return ["meshserve", "serve", "--repository", MODELS_DIR, "--model", model, *listen, *_drain(env)]
+        pinned = spec.models[w.model].serve_args(w.model, w.version)
+        return ["meshserve", "serve", "--repository", MODELS_DIR, *pinned, *listen, *_drain(env)]
     return ["python", "-m", "services.pipeline", "--service", w.name, *listen]
 
 
@@ -131,19 +136,31 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _env(w: Workload, ns: str, env: Environment) -> list[dict[str, Any]]:
+def _env(w: Workload, spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    ns = namespace(spec, env)
     values: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "HOME", "value": "/tmp"},  # the only writable place: the root filesystem is read-only
         {"name": "MESHSERVE_SPEC", "value": f"{CONFIG_DIR}/mesh.yaml"},
         {"name": "MESHSERVE_DISCOVERY", "value": f"static:{CONFIG_DIR}/endpoints.json"},
-        {"name": "MESHSERVE_TRAFFIC", "value": "mesh" if env.platform.istio else "client"},
+        {"name": TRAFFIC_ENV, "value": MESH if env.platform.istio else CLIENT},
         {"name": "OTEL_SERVICE_NAME", "value": w.name},
         {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": f"k8s.pod.name=$(POD_NAME),service.namespace={ns}"},
     ]
+    if w.component == "api":
+        values.append({"name": VERSION_HEADER_ENV, "value": version_header(w, spec)})
     if env.platform.logging:
         values.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": env.otlp_endpoint})
+        # APM Server's token, never a literal here (see mesh/compile/logging.py)
+        secret = {"name": OTLP_HEADERS_SECRET, "key": OTLP_HEADERS_KEY}
+        values.append({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom": {"secretKeyRef": secret}})
     return values
+
+
+def version_header(w: Workload, spec: MeshSpec) -> str:
+    """The override header the VirtualService of the pipeline's model matches (mesh/compile/istio.py)."""
+    traffic = spec.models[spec.pipelines[str(w.pipeline)].model_stage().model].traffic
+    return traffic.header.lower() if traffic else DEFAULT_VERSION_HEADER
 
 
 def _resources(w: Workload, spec: MeshSpec) -> dict[str, Any]:
@@ -208,9 +225,9 @@ def pod_template(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any
         "name": "server",
         "image": env.image(gpu=w.gpu),
         "imagePullPolicy": "IfNotPresent",
-        "command": command(w, env),
+        "command": command(w, spec, env),
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "env": _env(w, namespace(spec, env), env),
+        "env": _env(w, spec, env),
         "resources": _resources(w, spec),
         "startupProbe": probe(ready, 60),  # model loads can take minutes on a cold GPU
         "livenessProbe": probe(live, 3),

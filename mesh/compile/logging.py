@@ -4,11 +4,23 @@ ECS JSON log lines as documents. These depend only on the environment, not on th
 
 The `elastic` superuser that ECK generates stays inside the cluster; people log in as
 `meshserve-admin`, a file-realm user whose password is a Pulumi secret (`elastic_admin_secret`).
+
+APM Server only accepts requests carrying its secret token. The token is ours, not ECK's: a Pulumi
+secret (`meshserve:apmSecretToken`) written to two Secrets, the APM Server's keystore
+(`apm_token_secret`, referenced by `secureSettings` and set as `apm-server.secret_token`, the key
+ECK's own generated config uses, which user config overrides) and the workload namespace's OTLP
+headers (`otlp_headers_secret`, read by every pod as OTEL_EXPORTER_OTLP_HEADERS through a
+secretKeyRef). Copying ECK's generated `<name>-apm-token` instead would mean reading a Secret that
+the operator creates only some time after the ApmServer exists (a first `pulumi up` or a preview on
+an empty cluster would fail on the read) and a copy that goes stale when ECK regenerates it; a token
+Pulumi owns is known before anything is created, and `meshserve render` users create both Secrets
+from one value.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from mesh.compile.names import common_labels
 from mesh.compile.settings import Environment
@@ -18,6 +30,11 @@ NAME = "meshserve"
 ADMIN_SECRET = "meshserve-elastic-admin"
 ADMIN_USER = "meshserve-admin"
 FILEBEAT = "filebeat"
+APM_TOKEN_SECRET = "meshserve-apm-keystore"  # logging namespace: APM Server's keystore (secureSettings)
+APM_TOKEN_KEY = "APM_SECRET_TOKEN"  # keystore entry, `${APM_SECRET_TOKEN}` in the APM Server config
+OTLP_HEADERS_SECRET = "meshserve-otlp-headers"  # workload namespace: OTEL_EXPORTER_OTLP_HEADERS
+OTLP_HEADERS_KEY = "headers"
+OTLP_AUTHORIZATION = "Authorization=Bearer%20"  # + the percent-encoded token (see `otlp_headers`)
 
 
 def _meta(name: str, env: Environment, **extra: Any) -> dict[str, Any]:
@@ -66,7 +83,8 @@ def kibana(env: Environment) -> dict[str, Any]:
 
 
 def apm_server(env: Environment) -> dict[str, Any]:
-    """APM Server accepts OTLP/HTTP on :8200 (/v1/traces); its Service is `meshserve-apm-http`."""
+    """APM Server accepts OTLP/HTTP on :8200 (/v1/traces); its Service is `meshserve-apm-http`. Its
+    secret token is ours (see the module docstring), from the keystore Secret `apm_token_secret`."""
     return {
         "apiVersion": "apm.k8s.elastic.co/v1",
         "kind": "ApmServer",
@@ -77,6 +95,8 @@ def apm_server(env: Environment) -> dict[str, Any]:
             "elasticsearchRef": {"name": NAME},
             "kibanaRef": {"name": NAME},
             "http": {"tls": {"selfSignedCertificate": {"disabled": True}}},
+            "secureSettings": [{"secretName": APM_TOKEN_SECRET}],
+            "config": {"apm-server.secret_token": "${" + APM_TOKEN_KEY + "}"},
         },
     }
 
@@ -171,6 +191,34 @@ def elastic_admin_secret(env: Environment, password: Any) -> dict[str, Any]:
     }
 
 
+def otlp_headers(token: str) -> str:
+    """OTEL_EXPORTER_OTLP_HEADERS carrying APM Server's token: W3C baggage format, the value percent-encoded
+    (the space of `Bearer <token>` too), as the OTel spec asks and the Python SDK's strict parser reads."""
+    return OTLP_AUTHORIZATION + quote(token, safe="")
+
+
+def apm_token_secret(env: Environment, token: Any) -> dict[str, Any]:
+    """APM Server's keystore entry for its secret token; `token` is a Pulumi secret in infra/."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(APM_TOKEN_SECRET, env),
+        "type": "Opaque",
+        "stringData": {APM_TOKEN_KEY: token},
+    }
+
+
+def otlp_headers_secret(namespace: str, headers: Any) -> dict[str, Any]:
+    """The workload pods' OTLP headers (`otlp_headers(token)`, a Pulumi secret in infra/)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": OTLP_HEADERS_SECRET, "namespace": namespace, "labels": common_labels("logging")},
+        "type": "Opaque",
+        "stringData": {OTLP_HEADERS_KEY: headers},
+    }
+
+
 def logging_namespace(env: Environment) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -180,7 +228,8 @@ def logging_namespace(env: Environment) -> dict[str, Any]:
 
 
 def compile_logging(env: Environment) -> list[dict[str, Any]]:
-    """Everything but the admin Secret (its value is a secret)."""
+    """Everything but the Secrets (their values are secrets: `elastic_admin_secret`, `apm_token_secret`,
+    `otlp_headers_secret`)."""
     return [
         logging_namespace(env),
         *filebeat_rbac(env),

@@ -2,7 +2,7 @@
 
 They live in a Pulumi stack's config (`Pulumi.<stack>.yaml`, keys `meshserve:<camelCaseName>`), so the
 Pulumi program and `meshserve render` read the same values. Secrets (API keys, Grafana admin, Elastic
-password) are NOT here: they exist only as Pulumi secrets, read by `infra/` alone.
+password, APM Server token) are NOT here: they exist only as Pulumi secrets, read by `infra/` alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 
 CONFIG_NAMESPACE = "meshserve"
 # Secret config keys: read by infra/ as Pulumi secrets, skipped (never validated or printed) here.
-SECRET_KEYS = frozenset({"apiKeys", "grafanaAdminPassword", "elasticPassword"})
+SECRET_KEYS = frozenset({"apiKeys", "grafanaAdminPassword", "elasticPassword", "apmSecretToken"})
 
 
 class _Settings(BaseModel):

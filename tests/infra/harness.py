@@ -23,8 +23,14 @@ SECRETS = {
     "apiKeys": {"demo": "demo-key-5f0c1e9a7b3d"},
     "grafanaAdminPassword": "grafana-pw-8e2d4c6a0f1b",
     "elasticPassword": "elastic-pw-3a9f7c1e5d2b",
+    "apmSecretToken": "apm-token-7c4e1a9f2b6d",
 }
-SECRET_VALUES = ["demo-key-5f0c1e9a7b3d", "grafana-pw-8e2d4c6a0f1b", "elastic-pw-3a9f7c1e5d2b"]
+SECRET_VALUES = [
+    "demo-key-5f0c1e9a7b3d",
+    "grafana-pw-8e2d4c6a0f1b",
+    "elastic-pw-3a9f7c1e5d2b",
+    "apm-token-7c4e1a9f2b6d",
+]
 EKS_KUBECONFIG = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "mock"}]}
 
 

@@ -15,7 +15,16 @@ from infra.config import read_environment
 from mesh.compile import compile_all, flatten
 from mesh.compile.settings import load_stack
 from mesh.spec import load_spec
-from tests.infra.harness import ROOT, SECRET_SIG, SECRET_VALUE, SECRET_VALUES, Registration, Run, run_program
+from tests.infra.harness import (
+    ROOT,
+    SECRET_SIG,
+    SECRET_VALUE,
+    SECRET_VALUES,
+    SECRETS,
+    Registration,
+    Run,
+    run_program,
+)
 
 SPEC = load_spec()
 # API group of a custom resource -> the Helm release that installs its CRDs.
@@ -71,6 +80,8 @@ def test_inventory_is_exactly_the_compiled_objects_plus_secrets(run: Run) -> Non
     expected |= {("kubernetes:core/v1:Secret", "monitoring/grafana-admin")}
     if env.platform.logging:
         expected |= {("kubernetes:core/v1:Secret", "logging/meshserve-elastic-admin")}
+        expected |= {("kubernetes:core/v1:Secret", "logging/meshserve-apm-keystore")}
+        expected |= {("kubernetes:core/v1:Secret", "meshserve/meshserve-otlp-headers")}
     actual = [(r.type, r.name) for r in k8s_objects(run)]
     assert len(actual) == len(set(actual))
     assert set(actual) == expected
@@ -234,6 +245,8 @@ def test_secrets_reach_only_their_secret_objects_and_stay_marked(run: Run) -> No
             "password": "elastic-pw-3a9f7c1e5d2b",
             "roles": "superuser",
         }
+        expected["logging/meshserve-apm-keystore"] = {"APM_SECRET_TOKEN": "apm-token-7c4e1a9f2b6d"}
+        expected["meshserve/meshserve-otlp-headers"] = {"headers": "Authorization=Bearer%20apm-token-7c4e1a9f2b6d"}
     assert holders == expected
     for r in run.of_kind("Secret"):
         assert r.raw["stringData"].get(SECRET_SIG) == SECRET_VALUE, r.name
@@ -242,6 +255,42 @@ def test_secrets_reach_only_their_secret_objects_and_stay_marked(run: Run) -> No
 def test_missing_secrets_fail_with_the_command_to_set_them() -> None:
     with pytest.raises(pulumi.RunError, match=r"missing secret config: meshserve:apiKeys .*pulumi config set --secret"):
         run_program("dev", secrets={"grafanaAdminPassword": "x"})
+
+
+def test_logging_needs_the_apm_token() -> None:
+    partial = {k: v for k, v in SECRETS.items() if k != "apmSecretToken"}
+    with pytest.raises(pulumi.RunError, match=r"missing secret config: meshserve:apmSecretToken .*--secret"):
+        run_program("prod", secrets=partial)
+
+
+def test_pods_read_secrets_only_by_reference_to_secrets_that_exist_first(run: Run) -> None:
+    """Every secretKeyRef names a Secret (and key) the program creates in the pod's namespace before the
+    Deployment; no env var carries a literal secret; with logging on, every pod gets the OTLP headers."""
+    secrets = {r.name: r for r in run.of_kind("Secret")}
+    logging_on = load_stack(run.stack, ROOT).platform.logging
+    for deployment in run.of_kind("Deployment"):
+        ns = deployment.inputs["metadata"]["namespace"]
+        env = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+        assert set(refs) == ({"OTEL_EXPORTER_OTLP_HEADERS"} if logging_on else set()), deployment.name
+        for name, ref in refs.items():
+            secret = secrets[f"{ns}/{ref['name']}"]
+            assert ref["key"] in secret.inputs["stringData"], (deployment.name, name)
+            assert secret.urn in waits_for(run, deployment), (deployment.name, secret.name)
+            assert not any(e["name"] == name and "value" in e for e in env)
+
+
+def test_apm_server_takes_its_token_from_a_keystore_secret_made_first(run: Run) -> None:
+    if run.stack != "prod":
+        assert not run.of_kind("ApmServer")
+        return
+    (apm,) = run.of_kind("ApmServer")
+    ns = apm.inputs["metadata"]["namespace"]
+    (keystore,) = apm.inputs["spec"]["secureSettings"]
+    secret = next(r for r in run.of_kind("Secret") if r.name == f"{ns}/{keystore['secretName']}")
+    assert secret.urn in apm.dependencies
+    (entry,) = secret.inputs["stringData"]
+    assert apm.inputs["spec"]["config"]["apm-server.secret_token"] == "${" + entry + "}"
 
 
 def test_a_consumer_without_a_key_fails_naming_it() -> None:
@@ -309,3 +358,20 @@ def test_every_virtual_service_host_and_subset_exists(run: Run) -> None:
                 assert destination["subset"] in subsets, f"{vs.name}: subset {destination['subset']} undefined"
                 selector = {**service.inputs["spec"]["selector"], **subsets[destination["subset"]]}
                 assert selects(selector, service.inputs["metadata"]["namespace"], run), f"{vs.name}: empty subset"
+
+
+def test_the_business_api_may_call_the_model_host_service(run: Run) -> None:
+    """Mesh mode sends pipeline traffic to the plain `<model>` Service: the AuthorizationPolicy guarding the
+    pods behind it lets the business API's service account in on any path."""
+    api = next(d for d in run.of_kind("Deployment") if d.name == "meshserve/digits-classify")
+    principal = f"cluster.local/ns/meshserve/sa/{api.inputs['spec']['template']['spec']['serviceAccountName']}"
+    host = next(s for s in run.of_kind("Service") if s.name == "meshserve/digits")
+    policies = [
+        p
+        for p in run.of_kind("AuthorizationPolicy")
+        if p.inputs["spec"].get("selector", {}).get("matchLabels") == host.inputs["spec"]["selector"]
+    ]
+    assert policies, "no AuthorizationPolicy selects the digits pods"
+    assert selects(host.inputs["spec"]["selector"], "meshserve", run)
+    rules = [r for p in policies for r in p.inputs["spec"]["rules"]]
+    assert any(principal in f["source"]["principals"] and "to" not in r for r in rules for f in r["from"])

@@ -3,16 +3,19 @@ replaced, and bad input (spec, stack config, paths) answered with a message and 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from mesh.compile import compile_all, flatten
+from mesh.compile import compile_all, flatten, logging
 from mesh.compile.settings import load_stack
-from mesh.spec import load_spec
+from mesh.render import render_objects, secret_instructions
+from mesh.spec import DEFAULT_SPEC_PATH, load_spec
 from services.cli import main
 from tests.mesh.conftest import REPO_ROOT
 from tests.mesh.schemas import has_model, is_builtin, validate
@@ -67,6 +70,59 @@ def test_rerender_replaces_its_files_and_keeps_others(tmp_path: Path, capsys: py
     out, err = capsys.readouterr()
     assert out.startswith("wrote ")
     assert "kubectl -n meshserve create secret generic meshserve-demo-key" in err  # how, never a value
+
+
+def referenced_secrets(obj: dict[str, Any]) -> set[tuple[str, str]]:
+    """(namespace, name) of every Secret an object points at: env secretKeyRefs, secret volumes, Ingress
+    TLS, ECK keystores and file realms, Kong credentials."""
+    ns = obj["metadata"].get("namespace", "")
+    found: set[tuple[str, str]] = set()
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            if key in ("secretKeyRef", "secretRef") and "name" in value:
+                found.add((ns, value["name"]))
+            for k, v in value.items():
+                if k == "secretName" and isinstance(v, str):
+                    found.add((ns, v))
+                walk(v, k)
+        elif isinstance(value, list):
+            if key == "credentials":
+                found.update((ns, name) for name in value)
+            for v in value:
+                walk(v, key)
+
+    walk(obj)
+    return found
+
+
+def test_every_secret_the_objects_need_is_rendered_or_has_a_command(tmp_path: Path) -> None:
+    """Render writes no Secret; for each one an object references it prints a kubectl command."""
+    objects = [obj for _, obj in render_objects(DEFAULT_SPEC_PATH, "prod", REPO_ROOT)]
+    needed = set().union(*(referenced_secrets(o) for o in objects))
+    assert {("meshserve", "meshserve-otlp-headers"), ("logging", "meshserve-apm-keystore")} <= needed
+    commands = secret_instructions(DEFAULT_SPEC_PATH, "prod", REPO_ROOT)
+    created = set()
+    for line in commands:
+        words = line.split()
+        created.add((words[words.index("-n") + 1], words[words.index("secret") + 2]))
+    assert needed <= created, needed - created
+
+
+def test_one_apm_token_reaches_both_secrets_as_kubectl_creates_them() -> None:
+    """The two commands, with the same $APM_TOKEN, give APM Server its keystore entry and the pods the
+    header value the compiler's own formatting gives (for a URL-safe token)."""
+    commands = secret_instructions(DEFAULT_SPEC_PATH, "prod", REPO_ROOT)
+    token = "4f1c0a9e7d2b"
+    values = {}
+    for line in commands:
+        match = re.search(r"create secret generic (\S+) --from-literal=([^=]+)=\"([^\"]*)\"", line)
+        if match and "$APM_TOKEN" in match.group(3):
+            values[match.group(1)] = (match.group(2), match.group(3).replace("$APM_TOKEN", token))
+    assert values == {
+        logging.APM_TOKEN_SECRET: (logging.APM_TOKEN_KEY, token),
+        logging.OTLP_HEADERS_SECRET: (logging.OTLP_HEADERS_KEY, logging.otlp_headers(token)),
+    }
 
 
 def write_stack(root: Path, text: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from services.local.plan import ProcessSpec
 from services.local.status import pid_alive
 from services.local.supervisor import REPO_ROOT, LocalStack, StackError, backoff, free_port
+from services.pipeline.traffic import CLIENT, MESH, TRAFFIC_ENV, TrafficSettings
 
 from .conftest import until
 
@@ -22,6 +23,12 @@ from .conftest import until
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert backoff(30) == 30.0
+
+
+def test_children_run_in_client_traffic_mode_whatever_the_shell_says(small_spec: Path, tmp_path: Path) -> None:
+    """No Istio locally: the business API must split traffic itself even if MESHSERVE_TRAFFIC=mesh leaked in."""
+    stack = LocalStack(small_spec, run_dir=tmp_path / "run", env={TRAFFIC_ENV: MESH})
+    assert TrafficSettings.from_env(stack.env).mode == CLIENT
 
 
 def test_sigkilled_replica_is_restarted_on_its_port_and_rejoins_discovery(small_spec: Path, tmp_path: Path) -> None:
