@@ -30,7 +30,11 @@ def service_monitor(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, 
         "metadata": {"name": w.name, "namespace": namespace(spec, env), "labels": w.labels},
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/name": w.name}},
-            "endpoints": [{"port": METRICS_PORT_NAME, "path": metrics_path(env), "interval": "15s"}],
+            # honorLabels: the services' own `service`/`version` labels win over the target's, as in the
+            # local Prometheus config, so dashboards and alerts read the same series everywhere.
+            "endpoints": [
+                {"port": METRICS_PORT_NAME, "path": metrics_path(env), "interval": "15s", "honorLabels": True}
+            ],
         },
     }
 

@@ -22,6 +22,13 @@ from services.common.tracing import TraceContextLogFilter, configure_tracing, in
 
 SERVICE_NAME_ENV = "MESHSERVE_SERVICE_NAME"
 
+# One set of latency buckets for every duration histogram, so dashboards compare like with like.
+# Every SLO latency bound in mesh.yaml must be one of them: the latency burn-rate alerts count the
+# requests under the bound (observability/alerts.py; tests/observability/test_alerts.py checks).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
 HTTP_REQUESTS = Counter(
     "meshserve_http_requests_total",
     "HTTP requests answered, by service, route template, method and status code.",
@@ -31,7 +38,7 @@ HTTP_DURATION = Histogram(
     "meshserve_http_request_duration_seconds",
     "Time from request start to response end, by service and route template.",
     ["service", "route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=LATENCY_BUCKETS,
 )
 
 

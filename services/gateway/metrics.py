@@ -10,6 +10,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common.telemetry import LATENCY_BUCKETS
+
 REQUESTS = Counter(
     "meshserve_gateway_requests_total",
     "Requests answered by the gateway, by route, upstream service, answering model version and status code.",
@@ -19,9 +21,7 @@ DURATION = Histogram(
     "meshserve_gateway_request_duration_seconds",
     "Time from request start to response end at the gateway.",
     ["route", "upstream"],
-    # Every SLO latency bound in mesh.yaml must be a bucket: the latency burn-rate alerts count the
-    # requests under it (observability/alerts.py; tests/observability/test_alerts.py checks).
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=LATENCY_BUCKETS,  # every SLO bound must be a bucket (see LATENCY_BUCKETS)
 )
 RETRIES = Counter("meshserve_gateway_retries_total", "Retries sent to an upstream.", ["upstream"])
 EJECTIONS = Counter("meshserve_gateway_ejections_total", "Outlier ejections of an upstream's hosts.", ["upstream"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common.telemetry import LATENCY_BUCKETS
+
 LABELS = ("model", "version")
 STATES = ("LOADING", "READY", "UNAVAILABLE", "UNLOADED")
 OUTCOMES = ("success", "error", "rejected", "timeout")
-_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 REQUESTS = Counter(
@@ -20,19 +21,19 @@ REQUEST_DURATION = Histogram(
     "meshserve_inference_request_duration_seconds",
     "End-to-end time of an infer request inside the server (body read to response sent).",
     LABELS,
-    buckets=_SECONDS,
+    buckets=LATENCY_BUCKETS,
 )
 QUEUE_DURATION = Histogram(
     "meshserve_inference_queue_duration_seconds",
     "Time a request waited in the batcher queue before its batch started.",
     LABELS,
-    buckets=_SECONDS,
+    buckets=LATENCY_BUCKETS,
 )
 COMPUTE_DURATION = Histogram(
     "meshserve_inference_compute_duration_seconds",
     "onnxruntime time per execution (one batch), including batch concatenation.",
     LABELS,
-    buckets=_SECONDS,
+    buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = Histogram(
     "meshserve_inference_batch_size",

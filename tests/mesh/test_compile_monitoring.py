@@ -35,6 +35,7 @@ def test_service_monitors_match_a_service_and_a_named_port(istio: bool) -> None:
         ]
         assert len(matched) == 1, monitor["metadata"]["name"]
         (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["honorLabels"] is True  # the apps' `service`/`version` labels, as locally
         port = next(p for p in matched[0]["spec"]["ports"] if p["name"] == endpoint["port"])
         if istio:  # istio-agent's merged app + Envoy metrics, outside mTLS
             assert (port["targetPort"], endpoint["path"]) == (15020, "/stats/prometheus")
