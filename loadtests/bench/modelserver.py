@@ -39,6 +39,8 @@ RESNET_OVER_LIMIT = 0.85
 DIGITS_OVER_KSERVE = 2.5
 # Before each measurement, wait (bounded) until neighbours leave the cores this quiet.
 QUIET_BUSY, QUIET_WINDOW_S = 0.15, 1.0
+# A point during which neighbours took more than this of the server's core is measured again.
+NEIGHBOUR_MAX = 0.05
 # KServe at its leanest through its own documented flags: no per-request log lines at all.
 KSERVE_LOG_CONFIG = {
     "version": 1,
@@ -218,22 +220,42 @@ def load_points(
             body = bodies[encoding]
             for connections in CONCURRENCY:
                 run_wrk(url, body.path, body.headers, connections, timing["warmup"], LOAD_CORE)
-                busy_before = wait_for_quiet((SERVER_CORE, LOAD_CORE), QUIET_BUSY, QUIET_WINDOW_S, timing["quiet"])
-                cpu_before, core_before = cpu_seconds(proc.pid), core_busy_seconds(SERVER_CORE)
-                point = run_wrk(url, body.path, body.headers, connections, timing["seconds"], LOAD_CORE)
-                server_cpu = cpu_seconds(proc.pid) - cpu_before
-                others_cpu = core_busy_seconds(SERVER_CORE) - core_before - server_cpu
-                point["server_cpu"] = ratio(server_cpu, point["seconds"])
-                point["others_cpu"] = max(0.0, ratio(others_cpu, point["seconds"]))
-                point["busy_before"] = busy_before
-                point["rps_per_cpu"] = round(point["rps"] / point["server_cpu"], 1) if point["server_cpu"] else 0.0
+                point = quietest_point(proc.pid, url, body, connections, timing)
                 rows.append({"server": server, "model": model.name, "encoding": encoding, **point})
                 print(
                     f"  {server:7} {model.name:7} {encoding:6} c={connections:<3} {point['rps']:>9.1f} req/s "
-                    f"p50 {point['p50_ms']:.2f} ms p99 {point['p99_ms']:.2f} ms failed {point['failed']}",
+                    f"p50 {point['p50_ms']:.2f} ms p99 {point['p99_ms']:.2f} ms failed {point['failed']} "
+                    f"(neighbours {point['others_cpu']:.2f} of the core, attempt {point['attempt']})",
                     flush=True,
                 )
     return rows
+
+
+def measure_point(pid: int, url: str, body: Body, connections: int, timing: dict) -> dict:
+    """One wrk point once the cores are quiet, with the server's and its neighbours' CPU share."""
+    busy_before = wait_for_quiet((SERVER_CORE, LOAD_CORE), QUIET_BUSY, QUIET_WINDOW_S, timing["quiet"])
+    cpu_before, core_before = cpu_seconds(pid), core_busy_seconds(SERVER_CORE)
+    point = run_wrk(url, body.path, body.headers, connections, timing["seconds"], LOAD_CORE)
+    server_cpu = cpu_seconds(pid) - cpu_before
+    others_cpu = core_busy_seconds(SERVER_CORE) - core_before - server_cpu
+    point["server_cpu"] = ratio(server_cpu, point["seconds"])
+    point["others_cpu"] = max(0.0, ratio(others_cpu, point["seconds"]))
+    point["busy_before"] = busy_before
+    point["rps_per_cpu"] = round(point["rps"] / point["server_cpu"], 1) if point["server_cpu"] else 0.0
+    return point
+
+
+def quietest_point(pid: int, url: str, body: Body, connections: int, timing: dict) -> dict:
+    """Measure again (bounded) while neighbours took more than NEIGHBOUR_MAX of the server's core; keep the
+    attempt they disturbed least, so ours and the peer are compared on as quiet a core as this machine gives."""
+    best = None
+    for attempt in range(1, timing["attempts"] + 1):
+        point = {**measure_point(pid, url, body, connections, timing), "attempt": attempt}
+        if best is None or point["others_cpu"] < best["others_cpu"]:
+            best = point
+        if best["others_cpu"] <= NEIGHBOUR_MAX:
+            break
+    return best
 
 
 def find(rows: list[dict], server: str, model: str, encoding: str, concurrency: int) -> dict | None:
@@ -342,6 +364,8 @@ def render(facts: dict, models: list[ModelUnderTest], limits: dict, rows: list[d
         f"Servers and the in-process limit pinned to core {SERVER_CORE}, wrk (1 thread) to core {LOAD_CORE}; "
         f"{facts['seconds']:g} s per point after {facts['warmup']:g} s of warm-up; one batch-1 request per call "
         "(the server may batch concurrent calls). The machine is shared with other engineers' test runs: "
+        f"each point waits (up to {facts['quiet']:g} s) for quiet cores and is measured up to {facts['attempts']} "
+        f"times while neighbours take more than {NEIGHBOUR_MAX:.0%} of the server core, keeping the quietest attempt; "
         "absolute figures move with their load; the ratios below are measured within this one run.",
         "",
         "## Targets",
@@ -390,9 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-kserve", action="store_true", help="measure ours only (no ratio vs KServe)")
     args = parser.parse_args(argv)
     timing = (
-        {"seconds": 3.0, "warmup": 1.0, "batch_seconds": 1.0, "quiet": 5.0}
+        {"seconds": 3.0, "warmup": 1.0, "batch_seconds": 1.0, "quiet": 5.0, "attempts": 1}
         if args.quick
-        else {"seconds": 10.0, "warmup": 2.0, "batch_seconds": 2.0, "quiet": 30.0}
+        else {"seconds": 10.0, "warmup": 2.0, "batch_seconds": 2.0, "quiet": 30.0, "attempts": 3}
     )
     results_dir = args.results or (REPO / "runs" / "bench" if args.quick else Path(__file__).with_name("results"))
     repository = args.repository.resolve()
