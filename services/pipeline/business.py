@@ -207,7 +207,8 @@ class PipelineRunner:
         if result is None or not result.get("predictions"):
             raise StageFailed(502, "the pipeline's last stage gave no predictions")
         first = result["predictions"][0]
-        return {"label": first["label"], "score": first["score"], "top_k": first["top_k"], "model_version": version}
+        answer = {"label": first["label"], "score": first["score"], "top_k": first["top_k"]}
+        return {**answer, "model_version": str(version)}
 
 
 def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: TrafficSettings | None = None):
@@ -249,7 +250,7 @@ def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: Traffic
             if exc.retry_after is not None:
                 headers["retry-after"] = str(exc.retry_after)
             return error_response(exc.status, str(exc), headers)
-        headers["x-model-version"] = str(result["model_version"])
+        headers["x-model-version"] = result["model_version"]
         return Response(orjson.dumps(result), 200, headers, media_type=JSON)
 
     app.add_api_route(route, classify, methods=["POST"])

@@ -86,7 +86,7 @@ def test_held_out_digits_through_the_gateway(stack: LocalStack, version: int) ->
     pixels = quantize(x_test)
     served = asyncio.run(classify_all(stack.url("gateway"), [encode_png(p) for p in pixels], version))
     predicted = np.array([int(body["label"]) for _, body in served])
-    assert all(body["model_version"] == version and len(body["top_k"]) == 3 for _, body in served)
+    assert all(body["model_version"] == str(version) and len(body["top_k"]) == 3 for _, body in served)
 
     # the same tensor the preprocess stage makes: uint8 value * float32(1/255)
     expected = onnx_predictions(version, pixels[:, None].astype(np.float32) * np.float32(1.0 / 255.0))

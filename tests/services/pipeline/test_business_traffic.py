@@ -142,7 +142,7 @@ def test_mesh_mode_calls_the_plain_model_service_and_reports_the_answering_versi
     assert pod_route.weighted(0.5) == 2 != STANDIN_DEFAULT
     reply = running.classify(MESH)
     assert reply.status_code == 200, reply.text
-    assert reply.json()["model_version"] == STANDIN_DEFAULT
+    assert reply.json()["model_version"] == str(STANDIN_DEFAULT)
     assert reply.headers["x-model-version"] == str(STANDIN_DEFAULT)
     (infer,) = infers(running.seen())
     assert infer == {
@@ -158,7 +158,7 @@ def test_mesh_mode_calls_the_plain_model_service_and_reports_the_answering_versi
 def test_mesh_mode_forwards_the_override_header_for_istio_to_match(running: Running, value: str) -> None:
     reply = running.classify(MESH, {"x-model-version": value})
     assert reply.status_code == 200, reply.text
-    assert reply.json()["model_version"] == 2
+    assert reply.json()["model_version"] == "2"
     assert reply.headers["x-model-version"] == "2"
     seen = running.seen()
     assert all(r["path"].startswith("/v2/models/digits") and "/versions/" not in r["path"] for r in seen)
@@ -206,7 +206,7 @@ def test_one_retry_layer_istio_in_mesh_mode_the_client_locally(running: Running)
 def test_client_mode_calls_the_version_service_with_the_version_in_the_path(running: Running) -> None:
     reply = running.classify(CLIENT, {"x-model-version": "v2"})
     assert reply.status_code == 200, reply.text
-    assert reply.json()["model_version"] == 2
+    assert reply.json()["model_version"] == "2"
     assert reply.headers["x-model-version"] == "2"
     (infer,) = infers(running.seen())
     assert infer["path"] == "/v2/models/digits/versions/2/infer"
