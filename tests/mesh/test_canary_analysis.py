@@ -106,6 +106,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     doc = read_yaml(spec_path)
     doc["models"]["digits"]["versions"][3] = {"replicas": 1, "device": "cpu"}
     del doc["models"]["resnet"]  # not in the temp repository, and not needed here
+    # This test judges the analysis, not timeouts: on a loaded 2-core CI machine a scheduling stall of
+    # the single canary replica must not turn into a 504 (the demo's 500ms per try) or an ejection.
+    doc["models"]["digits"]["resilience"]["timeout"] = "20s"
+    doc["models"]["digits"]["resilience"]["retries"]["per_try_timeout"] = "10s"
     spec_path.write_text(canary.dump(doc))
     load_spec(spec_path)  # v3 is in the temp repository
     with observed_stack(tmp / "run", spec_path) as running:
