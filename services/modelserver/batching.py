@@ -32,6 +32,21 @@ _RETRY_AFTER = ((b"retry-after", b"1"),)
 _SCAN_LIMIT = 512  # how deep one batch formation looks past incompatible requests
 
 
+TIMER_TICK = 0.001  # uvloop (libuv) timers have millisecond resolution
+
+
+def timer_wait(remaining: float) -> float | None:
+    """How long to sleep for the rest of the queue delay, or None when it is over.
+
+    The loop's timers tick in whole milliseconds: a shorter `call_later` fires on the next loop
+    iteration, so waiting out 300 us that way spins the loop at 100 % CPU. A remaining wait under
+    half a tick therefore counts as over; any longer one sleeps at least one tick.
+    """
+    if remaining < TIMER_TICK / 2:
+        return None
+    return max(remaining, TIMER_TICK)
+
+
 class Pending:
     __slots__ = ("batch", "dispatched", "enqueued", "executed", "future", "key", "request", "timer")
 
@@ -122,10 +137,10 @@ class Batcher:
                 continue
             batch = self._take(force=self.flush or not self.dynamic)
             if batch is None:
-                remaining = self.queue[0].enqueued + self.delay - time.perf_counter()
-                if remaining > 0:
+                wait = timer_wait(self.queue[0].enqueued + self.delay - time.perf_counter())
+                if wait is not None:
                     self._wake.clear()
-                    timer = loop.call_later(remaining, self._wake.set)
+                    timer = loop.call_later(wait, self._wake.set)
                     await self._wake.wait()
                     timer.cancel()
                     continue

@@ -10,6 +10,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from services.modelserver.batching import TIMER_TICK, timer_wait
 from tests.services.modelserver.conftest import Repo
 from tests.services.modelserver.serverproc import Server, wait_for
 
@@ -111,3 +112,12 @@ def test_request_timing_out_in_queue_gets_504_and_never_runs(server: Server, mod
     assert server.metric("meshserve_inference_queue_depth", **labels) == 0
     assert server.metric("meshserve_inference_exec_count_total", **labels) == executions
     assert server.metric("meshserve_inference_requests_total", outcome="timeout", **labels) >= 1
+
+
+@pytest.mark.parametrize(
+    ("remaining", "wait"),
+    [(-0.001, None), (0.0, None), (0.0003, None), (0.0006, TIMER_TICK), (0.001, 0.001), (0.0025, 0.0025)],
+)
+def test_queue_delay_waits_in_whole_timer_ticks(remaining: float, wait: float | None) -> None:
+    """Sub-tick waits would fire at once and spin the loop; they count as over, longer ones take >= 1 tick."""
+    assert timer_wait(remaining) == wait
