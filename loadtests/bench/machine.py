@@ -31,6 +31,14 @@ def git_commit(repo: Path) -> str:
     return done.stdout.strip() or "unknown"
 
 
+def uncommitted(repo: Path, paths: list[str]) -> list[str]:
+    """Files under `paths` that differ from the commit (the code measured is then not the commit's)."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--", *paths], capture_output=True, text=True, check=False
+    )
+    return [line[3:] for line in done.stdout.splitlines()]
+
+
 def version_of(package: str) -> str:
     try:
         return metadata.version(package)
@@ -49,5 +57,6 @@ def machine_facts(repo: Path, extra: dict | None = None) -> dict:
         "python": platform.python_version(),
         "onnxruntime": version_of("onnxruntime"),
         "commit": git_commit(repo),
+        "uncommitted_server_or_models": uncommitted(repo, ["services/modelserver", "models"]),
         **(extra or {}),
     }

@@ -358,7 +358,9 @@ def render(facts: dict, models: list[ModelUnderTest], limits: dict, rows: list[d
         "",
         f"Run {facts['date_utc']} UTC on {facts['cpu_model']}, {facts['cores']} cores, "
         f"onnxruntime {facts['onnxruntime']}, kserve {facts['kserve']}, Python {facts['python']}, "
-        f"commit {facts['commit']}. Load average (1/5/15 min) at start {facts['load_average_1_5_15']}, "
+        f"commit {facts['commit']} (server/model files changed since: "
+        f"{facts['uncommitted_server_or_models'] or 'none'}). "
+        f"Load average (1/5/15 min) at start {facts['load_average_1_5_15']}, "
         f"at end {facts['load_average_end']}.",
         "",
         f"Servers and the in-process limit pinned to core {SERVER_CORE}, wrk (1 thread) to core {LOAD_CORE}; "
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render(facts, models, limits, rows, targets)
     payload = {
         "machine": facts,
-        "models": [{**asdict(m), "onnx": str(m.onnx)} for m in models],
+        "models": [{**asdict(m), "onnx": _shown(m.onnx)} for m in models],
         "in_process": limits,
         "served": rows,
         "targets": targets,
