@@ -6,6 +6,7 @@ from pathlib import Path
 
 import uvicorn
 
+from services.common.lifecycle import follow_supervisor
 from services.common.telemetry import configure_logging
 from services.common.tracing import configure_tracing, trace_asgi
 from services.discovery import Discovery, from_env
@@ -24,6 +25,7 @@ def serve(spec_path: str | Path, *, port: int | None = None, host: str = "127.0.
     configure_logging(SERVICE)
     configure_tracing(SERVICE)
     gateway = build_app(spec_path)
+    follow_supervisor()
     uvicorn.run(
         trace_asgi(gateway),
         host=host,

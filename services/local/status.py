@@ -13,6 +13,7 @@ STACK_FILE = "stack.json"
 
 
 def pid_alive(pid: int | None) -> bool:
+    """The process exists and is not a zombie (an exited child nobody reaped yet is not running)."""
     if not pid:
         return False
     try:
@@ -21,7 +22,11 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: existence is all we can tell
+    return stat.rpartition(")")[2].split()[0] != "Z"  # the state follows the parenthesised command name
 
 
 def probe(rows: list[dict[str, Any]], timeout: float = 1.0) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ import httpx
 import orjson
 
 from mesh.spec import MeshSpec, load_spec
+from services.common.lifecycle import SUPERVISOR_PID_ENV
 from services.discovery import DISCOVERY_ENV, ENDPOINTS_FILE, RUN_DIR_ENV, Discovery, Endpoint, from_env
 from services.local.plan import ProcessSpec, plan_processes
 from services.pipeline.traffic import CLIENT, TRAFFIC_ENV
@@ -142,6 +143,7 @@ class LocalStack:
         env[TRAFFIC_ENV] = CLIENT  # no Istio locally: the business API splits (services/pipeline/traffic.py)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())  # children follow us out (services/common/lifecycle.py)
         return env
 
     def _api_keys(self) -> dict[str, tuple[str, str, bool]]:

@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 
+from services.common.lifecycle import follow_supervisor
 from services.modelserver.app import InferenceApp, Settings, build_app
 
 log = logging.getLogger(__name__)
@@ -68,5 +69,6 @@ def serve(settings: Settings, host: str, port: int, drain_grace: float = 0.0, dr
         timeout_graceful_shutdown=max(drain_limit, 1.0),
     )
     server = DrainingServer(config, app, drain_grace, drain_limit)
+    follow_supervisor()
     server.run()
     return 0 if server.started else 1

@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     spec_path = args.spec.resolve()
     app = build(spec_path, load_spec(spec_path), args.service)
 
+    from services.common.lifecycle import follow_supervisor
     from services.pipeline.service import run
 
+    follow_supervisor()
     return run(app, args.host, args.port, args.drain_grace)
 
 

@@ -128,3 +128,30 @@ def test_meshserve_up_status_and_sigterm_stop_every_child(small_spec: Path, tmp_
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_children_follow_a_sigkilled_supervisor_out(small_spec: Path, tmp_path: Path) -> None:
+    """No orphans: SIGKILL leaves the supervisor no chance to stop anyone, so the children notice and drain."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MESHSERVE_PROMETHEUS": "off"}
+    argv = [sys.executable, "-m", "services.cli", "up", "--spec", str(small_spec), "--run-dir", str(run_dir)]
+    up = subprocess.Popen(
+        [*argv, "--no-gateway"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    children: list[int] = []
+    try:
+        first = up.stdout.readline() + up.stdout.readline()
+        assert "the local stack is ready" in first, first + up.stderr.read()
+        table = orjson.loads((run_dir / "stack.json").read_bytes())
+        children = [p["pid"] for p in table["processes"]]
+        assert children and all(pid_alive(pid) for pid in children)
+        up.kill()
+        up.wait()
+        until(lambda: not any(pid_alive(pid) for pid in children), 30, "every child to exit after the supervisor")
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in children:  # never leave a process behind, even when the assertion failed
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
