@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 system-deps:         ## Debian packages the tests use (real Prometheus + promtool)
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
