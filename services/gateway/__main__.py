@@ -1,4 +1,4 @@
-"""`python -m services.gateway --spec mesh/mesh.yaml [--port 8080] [--host 127.0.0.1]`.
+"""`python -m services.gateway --spec mesh/mesh.yaml [--port 8080] [--host 127.0.0.1] [--max-body-bytes N]`.
 
 Env: MESHSERVE_SPEC (default for --spec), MESHSERVE_DISCOVERY (services.discovery.from_env),
 each consumer's API-key variable (e.g. MESHSERVE_API_KEY), OTEL_* for tracing.
@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from services.gateway.app import MAX_BODY_BYTES
 from services.gateway.serve import serve
 
 
@@ -19,8 +20,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", "mesh/mesh.yaml"), help="mesh.yaml")
     parser.add_argument("--port", type=int, default=None, help="default: the spec's gateway.port")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413 (default 64 MiB)"
+    )
     args = parser.parse_args(argv)
-    serve(args.spec, port=args.port, host=args.host)
+    if args.max_body_bytes <= 0:
+        parser.error("--max-body-bytes must be positive")
+    serve(args.spec, port=args.port, host=args.host, max_body_bytes=args.max_body_bytes)
     return 0
 
 

@@ -4,6 +4,15 @@ Raw ASGI (no framework, no pydantic) because every microsecond here is added to 
 header pairs are decoded once, bodies and upstream headers pass through as bytes, and the
 policy is an immutable snapshot (services.gateway.policy) replaced in one assignment when
 mesh.yaml changes, so a request in flight finishes under the snapshot it started with.
+
+Request bodies are counted while they are read (chunked ones have no Content-Length to check), and
+one over `max_body_bytes` is refused with 413 before anything goes upstream.
+
+`x-model-version` names the version that answered, or would have: on every answer for a v2 model
+route once a version is chosen (the upstream's own header, else the chosen version), including the
+gateway's 413 and 503s/504s for that version (e.g. a dead canary's 503 names the canary). It is
+absent where no version was chosen: 401, 429, routing 400/404s, /healthz, /metrics, and pipeline
+routes unless their upstream sets it.
 """
 
 from __future__ import annotations
@@ -49,6 +58,14 @@ def _error_body(key: str, message: str) -> bytes:
     return orjson.dumps({key: message})
 
 
+class BodyTooLarge(Exception):
+    """The request body passed the gateway's limit while it was being read."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
 class Gateway:
     """The ASGI callable; `policy` is the snapshot in force, `client` the shared upstream client."""
 
@@ -59,11 +76,13 @@ class Gateway:
         *,
         environ: Mapping[str, str] | None = None,
         poll_interval: float = 0.5,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.spec_path = Path(spec_path)
         self.discovery = discovery
         self.environ = os.environ if environ is None else environ
         self.poll_interval = poll_interval
+        self.max_body_bytes = max_body_bytes
         self.policy: Policy = build_policy(load_spec(self.spec_path), self.environ)
         self.limiter = RateLimiter()
         self.client: Client | None = None
@@ -192,12 +211,22 @@ class Gateway:
             await _refuse(send, 404, extra, error_key, "no Route matched with those values", route_label, start)
             return
 
+        # Answers from here on name the chosen version (an upstream's own x-model-version wins).
+        chosen = [(b"x-model-version", str(version).encode())] if model_route is not None else []
+        limit = self.max_body_bytes
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            message = f"request body of {declared} bytes is over the gateway's limit of {MAX_BODY_BYTES}"
-            await _refuse(send, 413, extra, error_key, message, route_label, start)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            message = f"request body of {declared} bytes is over the gateway's limit of {limit}"
+            await _refuse(send, 413, [*extra, *chosen], error_key, message, route_label, start)
             return
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive, limit)
+        except BodyTooLarge:
+            message = f"request body is over the gateway's limit of {limit} bytes"
+            await _refuse(send, 413, [*extra, *chosen], error_key, message, route_label, start)
+            return
+        except ClientGone:
+            return  # nobody to answer, and a truncated body must not go upstream
         outgoing = {k: v for k, v in headers.items() if k not in _REQUEST_SKIP}
         outgoing["x-request-id"] = request_id
         outgoing["x-consumer-username"] = consumer
@@ -219,11 +248,9 @@ class Gateway:
         try:
             reply = await upstream.request(method, target, body=body, headers=outgoing)
         except UpstreamError as exc:
-            response_headers = [_JSON, *extra]
+            response_headers = [_JSON, *extra, *chosen]
             if exc.retry_after:
                 response_headers.append((b"retry-after", str(exc.retry_after).encode()))
-            if model_route is not None:
-                response_headers.append((b"x-model-version", str(version).encode()))
             status, payload = exc.status, _error_body(error_key, str(exc))
             answered_version = str(version) if model_route is not None else ""
         finally:
@@ -244,7 +271,7 @@ class Gateway:
             answered_version = version_bytes.decode("latin-1")
             if not answered_version and model_route is not None:
                 answered_version = str(version)
-                response_headers.append((b"x-model-version", answered_version.encode()))
+                response_headers.extend(chosen)
         await _respond(send, status, response_headers, payload)
         metrics.requests(route_label, service, answered_version, str(status)).inc()
         metrics.duration(route_label, service).observe(time.perf_counter() - start)
@@ -354,16 +381,22 @@ class Gateway:
                 log.exception("mesh spec reload failed; the previous spec stays in force")
 
 
-async def _read_body(receive: Any) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    while message.get("more_body", False):
+async def _read_body(receive: Any, limit: int) -> bytes:
+    """The whole body, counted as it arrives: chunked bodies carry no Content-Length to check first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
-    return b"".join(chunks)
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _refuse(

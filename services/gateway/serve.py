@@ -10,21 +10,25 @@ from services.common.lifecycle import follow_supervisor
 from services.common.telemetry import configure_logging
 from services.common.tracing import configure_tracing, trace_asgi
 from services.discovery import Discovery, from_env
-from services.gateway.app import Gateway
+from services.gateway.app import MAX_BODY_BYTES, Gateway
 
 SERVICE = "gateway"
 
 
-def build_app(spec_path: str | Path, discovery: Discovery | None = None) -> Gateway:
+def build_app(
+    spec_path: str | Path, discovery: Discovery | None = None, *, max_body_bytes: int = MAX_BODY_BYTES
+) -> Gateway:
     """The gateway ASGI app for a spec; discovery from MESHSERVE_DISCOVERY unless given."""
-    return Gateway(spec_path, discovery if discovery is not None else from_env())
+    return Gateway(spec_path, discovery if discovery is not None else from_env(), max_body_bytes=max_body_bytes)
 
 
-def serve(spec_path: str | Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+def serve(
+    spec_path: str | Path, *, port: int | None = None, host: str = "127.0.0.1", max_body_bytes: int = MAX_BODY_BYTES
+) -> None:
     """Run until SIGINT/SIGTERM; `port` defaults to the spec's gateway.port."""
     configure_logging(SERVICE)
     configure_tracing(SERVICE)
-    gateway = build_app(spec_path)
+    gateway = build_app(spec_path, max_body_bytes=max_body_bytes)
     follow_supervisor()
     uvicorn.run(
         trace_asgi(gateway),

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,12 +156,13 @@ class Stack:
         for proc in started:
             wait_model_server(proc)
 
-    def start_gateway(self, extra: dict[str, list[tuple[str, int]]] | None = None) -> None:
+    def start_gateway(self, extra: dict[str, list[tuple[str, int]]] | None = None, args: Sequence[str] = ()) -> None:
+        """`python -m services.gateway` on a free port, with `args` added to its command line."""
         self.write_endpoints(extra)
         self.write_spec()
         port = free_port()
         env = {**KEY_ENV, "MESHSERVE_DISCOVERY": f"static:{self.endpoints_path}"}
-        args = [sys.executable, "-m", "services.gateway", "--spec", str(self.spec_path), "--port", str(port)]
+        args = [sys.executable, "-m", "services.gateway", "--spec", str(self.spec_path), "--port", str(port), *args]
         self.gateway = _spawn(args, port, self.root / f"gateway-{port}.log", env)
         _wait_ready(self.gateway, "/healthz", 30)
 

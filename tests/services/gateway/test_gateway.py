@@ -31,6 +31,7 @@ from tests.services.modelserver.serverproc import wait_for
 ROUTE = "/v1/digits:classify"
 V1 = MODELS / "digits" / "1" / "model.onnx"
 BAD = ROOT / "tests" / "fixtures" / "models" / "digits_bad" / "model.onnx"
+MAX_BODY = 64 * 1024  # the gateway's --max-body-bytes here: a small limit, so no test sends 64 MiB
 
 
 class Blackhole:
@@ -96,7 +97,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, blackhole: Blackhole) -> Ite
     with running(stack):
         stack.servers["digits-classify"] = [start_echo(root, "business-api")]
         stack.start_servers(repository, {("digits", 1): 1, ("digits", 2): 1, ("digits", 3): 1})
-        stack.start_gateway(extra={"digits-v4": [("digits-v4-0", blackhole.port)]})
+        stack.start_gateway(
+            extra={"digits-v4": [("digits-v4-0", blackhole.port)]}, args=["--max-body-bytes", str(MAX_BODY)]
+        )
         yield stack
 
 
@@ -112,6 +115,7 @@ def test_missing_key_is_401(stack: Stack) -> None:
     assert response.status_code == 401
     assert response.json() == {"message": "No API key found in request"}
     assert response.headers["x-request-id"]
+    assert "x-model-version" not in response.headers  # refused before any version was chosen
     counted = {"route": "/v2/models/digits/infer", "upstream": "", "code": "401"}
     assert stack.metric("meshserve_gateway_requests_total", **counted) >= 1
     post(stack, "/some/random/path")
@@ -140,6 +144,7 @@ def test_rate_limit_answers_429_with_headers(stack: Stack) -> None:
     assert [a.headers["x-ratelimit-remaining-hour"] for a in answers[:5]] == ["4", "3", "2", "1", "0"]
     refused = answers[5]
     assert refused.json() == {"message": "API rate limit exceeded"}
+    assert "x-model-version" not in refused.headers
     assert refused.headers["x-ratelimit-limit-hour"] == "5"
     assert refused.headers["x-ratelimit-remaining-hour"] == "0"
     assert refused.headers["ratelimit-limit"] == "5"
@@ -197,6 +202,50 @@ def test_routing_errors_are_clear_4xx(
     response = post(stack, path, {"apikey": API_KEY, **headers})
     assert response.status_code == status
     assert text in response.json()[key]
+    assert response.headers["x-request-id"]
+    assert "x-model-version" not in response.headers  # no version was chosen
+
+
+# ------------------------------------------------------------------ body limit
+
+
+def chunks(total: int, size: int = 16 * 1024) -> Iterator[bytes]:
+    """A body httpx sends with Transfer-Encoding: chunked (no Content-Length)."""
+    for start in range(0, total, size):
+        yield b"x" * min(size, total - start)
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "version"),
+    [("/v2/models/digits/infer", "error", "1"), (ROUTE, "message", None)],
+)
+def test_chunked_body_over_the_limit_is_413(stack: Stack, path: str, key: str, version: str | None) -> None:
+    route = "/v2/models/digits/infer" if version else ROUTE
+    before = stack.metric("meshserve_gateway_requests_total", route=route, code="413")
+    request = httpx.Request("POST", stack.url + path, content=chunks(2 * MAX_BODY), headers={"apikey": API_KEY})
+    assert request.headers["transfer-encoding"] == "chunked" and "content-length" not in request.headers
+    with httpx.Client(timeout=10) as client:
+        response = client.send(request)
+    assert response.status_code == 413, response.text
+    assert response.json() == {key: f"request body is over the gateway's limit of {MAX_BODY} bytes"}
+    assert response.headers["x-request-id"]
+    assert response.headers.get("x-model-version") == version  # the chosen version, where there is one
+    assert stack.metric("meshserve_gateway_requests_total", route=route, code="413") == before + 1
+
+
+def test_declared_body_over_the_limit_is_413_before_reading(stack: Stack) -> None:
+    response = post(stack, "/v2/models/digits/infer", {"apikey": API_KEY}, body=b"x" * (MAX_BODY + 1))
+    assert response.status_code == 413
+    expected = f"request body of {MAX_BODY + 1} bytes is over the gateway's limit of {MAX_BODY}"
+    assert response.json() == {"error": expected}
+    assert response.headers["x-model-version"] == "1"
+
+
+def test_chunked_body_within_the_limit_goes_upstream_whole(stack: Stack) -> None:
+    with httpx.Client(timeout=10) as client:
+        response = client.post(stack.url + ROUTE, content=chunks(MAX_BODY, 5000), headers={"apikey": API_KEY})
+    assert response.status_code == 200, response.text
+    assert response.json()["body_bytes"] == MAX_BODY  # exactly the limit is allowed, every chunk forwarded
 
 
 def test_health_and_metrics_need_no_key(stack: Stack) -> None:
