@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,7 +73,11 @@ def test_every_canary_replica_down_fails_fast_while_stable_is_unaffected(stack: 
     canary = asyncio.run(fire(url, 40, 4, headers={"x-model-version": "2"}, keep=True))
     assert Counter(r.status for r in canary) == {503: 40}
     assert all(r.headers.get("Retry-After") == "1" for r in canary)
+    # The gateway's own 503 (no upstream answered) names the canary it chose, so clients and
+    # dashboards see which version failed; and it is the v2 error shape with a request id.
     assert all(r.version == "2" for r in canary)
+    assert all(orjson.loads(r.body)["error"].startswith("digits-v2: ") for r in canary)
+    assert all(r.headers.get("X-Request-ID") for r in canary)  # aiohttp spells known names its way
     assert stack.metric("meshserve_gateway_rejected_total", upstream="digits-v2", reason="no_healthy_upstream") > 0
     stable = asyncio.run(fire(url, 200, 8, headers={"x-model-version": "1"}))
     assert Counter((r.status, r.version) for r in stable) == {(200, "1"): 200}
