@@ -19,14 +19,13 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
 from services.modelserver.codec import ProtocolError, decode_request, encode_response, error_body, split_body
-from services.modelserver.repository import Repository, ServingVersion
+from services.modelserver.repository import Repository, ServingVersion, is_version
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +83,20 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes = _JSO
     await send({"type": "http.response.body", "body": body})
 
 
+def _check_content_length(scope: Scope, limit: int) -> str | None:
+    """413 for a declared length over `limit`; returns Inference-Header-Content-Length if given."""
+    header_length = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if not value.isdigit():
+                raise ProtocolError(400, "Content-Length is not a number")
+            if int(value) > limit:
+                raise ProtocolError(413, f"request body of {int(value)} bytes is over the limit of {limit}")
+        elif key == b"inference-header-content-length":
+            header_length = value.decode("latin-1")
+    return header_length
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -111,12 +124,35 @@ class InferenceApp:
         self.infer_route = trace_asgi(self._infer_route)  # a SERVER span per infer when tracing is on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith(_INFER_PREFIX) and path.endswith(_INFER_SUFFIX):
+            if scope["method"] == "POST" and path.startswith(_INFER_PREFIX) and path.endswith(_INFER_SUFFIX):
                 await self.infer_route(scope, receive, send)
                 return
+            await self.limited_api(scope, receive, send)
+            return
         await self.api(scope, receive, send)
+
+    async def limited_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI behind --max-body-bytes too: Content-Length first, then the bytes as they arrive
+        (a chunked body has no length); going over raises the 413 ProtocolError the app answers."""
+        limit = self.state.settings.max_body_bytes
+        try:
+            _check_content_length(scope, limit)
+        except ProtocolError as exc:
+            await _send(send, exc.status, error_body(exc.message))
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise ProtocolError(413, f"request body is larger than the limit of {limit} bytes")
+            return message
+
+        await self.api(scope, counted, send)
 
     async def _infer_route(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.infer(scope["path"], scope, receive, send)
@@ -139,15 +175,7 @@ class InferenceApp:
             else:
                 raise ProtocolError(404, f"no such endpoint: POST {path}")
             limit = state.settings.max_body_bytes
-            header_length = None
-            for key, value in scope["headers"]:
-                if key == b"content-length":
-                    if not value.isdigit():
-                        raise ProtocolError(400, "Content-Length is not a number")
-                    if int(value) > limit:
-                        raise ProtocolError(413, f"request body of {int(value)} bytes is over the limit of {limit}")
-                elif key == b"inference-header-content-length":
-                    header_length = value.decode("latin-1")
+            header_length = _check_content_length(scope, limit)
             body = await _read_body(receive, limit)
             # Routed after the body is in: from here to the batcher's queue nothing awaits, so a
             # version swapped or unloaded meanwhile is never picked up half-closed.
@@ -188,8 +216,27 @@ class InferenceApp:
 # ---------------------------------------------------------------- FastAPI: everything but infer
 
 
-class IndexRequest(BaseModel):
-    ready: bool = False
+async def _json_object(request: Request, what: str) -> dict:
+    """The body as a JSON object ({} when empty), read raw: clients such as tritonclient send
+    no Content-Type, so FastAPI's body parsing would refuse them."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(400, f"{what} body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(400, f"{what} body must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+_INDEX_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}},
+    }
+}
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -278,30 +325,31 @@ def build_api(state: ServerState) -> FastAPI:
     async def model_ready(model: str, version: str | None = None) -> JSONResponse:
         if model not in repository.models:
             return _error(404, f"unknown model {model!r}")
+        if version is not None and not is_version(version):
+            return _error(404, f"unknown version {version!r} of model {model!r}: versions are whole numbers")
         try:
             repository.get(model, version)
         except ProtocolError:
             return JSONResponse({"name": model, "ready": False}, status_code=503)
         return JSONResponse({"name": model, "ready": True})
 
-    @api.post("/v2/repository/index")
-    async def repository_index(body: IndexRequest | None = None) -> list[dict]:
-        return repository.index(ready_only=bool(body and body.ready))
+    @api.post("/v2/repository/index", openapi_extra=_INDEX_BODY)
+    async def repository_index(request: Request) -> list[dict]:
+        ready = (await _json_object(request, "index request")).get("ready", False)
+        if type(ready) is not bool:
+            raise ProtocolError(400, f"index request: 'ready' must be true or false, got {type(ready).__name__}")
+        return repository.index(ready_only=ready)
 
     @api.post("/v2/repository/models/{model}/load")
     async def repository_load(model: str, request: Request) -> dict:
-        body = await request.body()
-        if body.strip():
-            try:
-                params = orjson.loads(body).get("parameters") or {}
-            except (orjson.JSONDecodeError, AttributeError):
-                raise ProtocolError(400, "load request body must be a JSON object") from None
-            if params:
-                raise ProtocolError(
-                    400,
-                    f"load parameters {sorted(params)} are not supported: the server loads what the "
-                    "repository folder holds (edit config.yaml / the version folders instead)",
-                )
+        params = (await _json_object(request, "load request")).get("parameters") or {}
+        if params:
+            names = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ProtocolError(
+                400,
+                f"load parameters {names} are not supported: the server loads what the "
+                "repository folder holds (edit config.yaml / the version folders instead)",
+            )
         await repository.load(model)
         return {}
 

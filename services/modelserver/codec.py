@@ -102,17 +102,6 @@ def _object_array(items: list) -> np.ndarray:
     return arr
 
 
-def _floats(name: str, datatype: str, data: list, dtype: np.dtype) -> np.ndarray:
-    try:  # a flat list of numbers: fromiter skips np.array's nesting discovery
-        return np.fromiter(data, dtype=dtype, count=len(data))
-    except (ValueError, TypeError):
-        pass
-    try:
-        return np.array(data, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
-
-
 def _inferred(name: str, datatype: str, data: list) -> np.ndarray:
     """numpy's own reading of the values (dtype inferred), so the caller can check their kind."""
     try:
@@ -121,8 +110,38 @@ def _inferred(name: str, datatype: str, data: list) -> np.ndarray:
         raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
 
 
-def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray:
-    """`data` is a JSON list, or a flat numeric array from jsonload's large-body path."""
+_JSON_NAMES = {bool: "booleans", str: "strings", type(None): "nulls", float: "floats", list: "lists"}
+_KIND_NAMES = {"b": "booleans", "U": "strings", "S": "strings", "O": "nulls or mixed values"}
+
+
+def _numbers(name: str, datatype: str, data: list, allowed: frozenset[type], may_hold_bools: bool) -> np.ndarray:
+    """The list as numpy numbers, refusing the JSON kinds the datatype does not take.
+
+    One numpy pass infers the kind (strings, nulls and all-boolean lists show in the dtype); the
+    elements are only looked at for object arrays (nulls, ints beyond 64 bits) and when the body
+    spells `true`/`false` at all, since numpy reads [1.5, true] as floats.
+    """
+    arr = _inferred(name, datatype, data)
+    kind = arr.dtype.kind
+    if kind in "iuf" and not may_hold_bools:
+        return arr
+    needs = "numbers" if float in allowed else "integers"
+    if kind not in "iufO":
+        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {_KIND_NAMES.get(kind, arr.dtype)}")
+    elements = arr if kind == "O" else np.array(data, dtype=object)
+    wrong = set(map(type, elements.reshape(-1))) - allowed
+    if wrong:
+        got = ", ".join(sorted(_JSON_NAMES.get(t, t.__name__) for t in wrong))
+        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {got}")
+    return arr
+
+
+_FLOAT_TYPES = frozenset({int, float})
+_INT_TYPES = frozenset({int})
+
+
+def _from_json(name: str, datatype: str, data: object, count: int, may_hold_bools: bool) -> np.ndarray:
+    """`data` is a JSON list, or a flat numeric array from jsonload's large-body path (numbers only)."""
     if isinstance(data, np.ndarray):
         arr = data
     elif not isinstance(data, list):
@@ -133,8 +152,15 @@ def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray
         arr = None
     dtype = V2_TO_NUMPY[datatype]
     if dtype.kind == "f":
+        if arr is None:
+            arr = _numbers(name, datatype, data, _FLOAT_TYPES, may_hold_bools)
+            if arr.dtype.kind in "iu":  # JSON numbers are doubles: round as the large-body path does
+                arr = arr.astype(np.float64)
         with np.errstate(over="ignore"):
-            arr = arr.astype(dtype, copy=False) if arr is not None else _floats(name, datatype, data, dtype)
+            try:
+                arr = arr.astype(dtype, copy=False)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
         if np.isinf(arr).any():  # JSON cannot spell infinity: this is a value too large for the type
             raise bad(f"input {name!r}: values out of range for {datatype}")
     elif dtype.kind == "b":
@@ -144,7 +170,7 @@ def _from_json(name: str, datatype: str, data: object, count: int) -> np.ndarray
         arr = arr.astype(dtype, copy=False)
     elif dtype.kind in "iu":
         if arr is None:
-            arr = _inferred(name, datatype, data)
+            arr = _numbers(name, datatype, data, _INT_TYPES, may_hold_bools)
             if arr.size and arr.dtype.kind not in "iu":
                 arr = _big_integers(name, datatype, data)
         if arr.size:
@@ -211,6 +237,13 @@ def _param(params: object, name: str) -> dict:
     return params
 
 
+def _flag(params: dict, key: str, where: str) -> bool | None:
+    value = params.get(key)
+    if value is not None and type(value) is not bool:
+        raise bad(f"{where}: parameter {key!r} must be true or false, got {type(value).__name__}")
+    return value
+
+
 def decode_request(header: bytes | memoryview, binary: memoryview, signature: Signature) -> InferRequest:
     """Parse and validate one infer request against the signature of the version that will run it."""
     try:
@@ -224,6 +257,9 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise bad("request needs 'inputs': a non-empty list of tensors")
 
+    # numpy reads [1.5, true] as floats; only a body that spells a boolean needs the element check
+    text = header if isinstance(header, bytes) else bytes(header)
+    may_hold_bools = b"true" in text or b"false" in text
     max_batch = signature.max_batch_size
     expected = signature.inputs
     inputs: dict[str, np.ndarray] = {}
@@ -262,7 +298,7 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
             arr = _from_binary(name, datatype, binary[offset : offset + size], count)
             offset += size
         elif "data" in raw:
-            arr = _from_json(name, datatype, raw["data"], count)
+            arr = _from_json(name, datatype, raw["data"], count, may_hold_bools)
         else:
             raise bad(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
         inputs[name] = arr.reshape(shape)
@@ -272,10 +308,10 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
     if missing:
         raise bad(f"missing inputs {missing}; the model takes {sorted(expected)}")
 
-    binary_default = params.get("binary_data_output") is True
+    binary_default = _flag(params, "binary_data_output", "request") is True
     outputs: list[tuple[str, bool]]
     raw_outputs = doc.get("outputs")
-    if raw_outputs is None:
+    if raw_outputs is None or raw_outputs == []:  # none requested: all of them (the protocol's default)
         outputs = [(name, binary_default) for name in signature.outputs]
     else:
         if not isinstance(raw_outputs, list):
@@ -287,11 +323,13 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
             name = raw["name"]
             if name not in signature.outputs:
                 raise bad(f"unknown output {name!r}; the model gives {sorted(signature.outputs)}")
+            if any(name == done for done, _ in outputs):
+                raise bad(f"output {name!r} is requested twice")
             oparams = _param(raw.get("parameters"), f"output {name!r}")
             if oparams.get("classification"):
                 raise bad(f"output {name!r}: the classification extension is not supported")
-            flag = oparams.get("binary_data")
-            outputs.append((name, binary_default if flag is None else flag is True))
+            flag = _flag(oparams, "binary_data", f"output {name!r}")
+            outputs.append((name, binary_default if flag is None else flag))
 
     timeout = params.get("timeout")
     if timeout is not None and (type(timeout) is not int or timeout < 0):

@@ -24,6 +24,19 @@ from services.modelserver.signature import Signature
 log = logging.getLogger(__name__)
 
 
+def is_version(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def check_model_name(name: str) -> None:
+    """A model is a plain child folder of the repository: no ".", "..", separators or hidden names."""
+    if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise ProtocolError(
+            400, f"invalid model name {name!r}: it must name a folder directly in the repository (no leading '.')"
+        )
+
+
 def disk_versions(model_dir: Path) -> dict[int, FileIdentity]:
     """Version folders (positive integers) that hold a model file, with that file's stat."""
     found: dict[int, FileIdentity] = {}
@@ -32,7 +45,7 @@ def disk_versions(model_dir: Path) -> dict[int, FileIdentity]:
     except OSError:
         return found
     for entry in entries:
-        if entry.name.isdigit() and int(entry.name) > 0:
+        if is_version(entry.name) and int(entry.name) > 0:
             stat = file_identity(entry / MODEL_FILE)
             if stat is not None:
                 found[int(entry.name)] = stat
@@ -107,9 +120,11 @@ class Repository:
             if newest is None:
                 raise ProtocolError(404, f"model {model!r} has no ready version{self._why(record)}")
             return newest
-        serving = record.serving.get(int(version)) if version.isdigit() else None
+        if not is_version(version):
+            raise ProtocolError(404, f"unknown version {version!r} of model {model!r}: versions are whole numbers")
+        serving = record.serving.get(int(version))
         if serving is None:
-            status = record.status.get(int(version)) if version.isdigit() else None
+            status = record.status.get(int(version))
             detail = f" ({status.state}{': ' + status.reason if status.reason else ''})" if status else ""
             raise ProtocolError(404, f"model {model!r} has no ready version {version!r}{detail}")
         return serving
@@ -181,12 +196,17 @@ class Repository:
 
     async def load(self, name: str, explicit: bool = True) -> None:
         """(Re)load one model per its config and version policy; raises ProtocolError for the API."""
+        check_model_name(name)
         async with self._lock:
             model_dir = self.root / name
             record = self.models.get(name)
             if self.only is not None and name not in self.only:
                 raise ProtocolError(404, f"model {name!r} is not served by this process (--model)")
             if record is None:
+                if not model_dir.is_dir():  # nothing to report: no record, so readiness is untouched
+                    if explicit:
+                        raise ProtocolError(404, f"no model {name!r} in the repository {self.root}")
+                    return
                 record = self.models[name] = ModelRecord(name)
             if not model_dir.is_dir():
                 await self._unload(record, "removed from the repository")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -47,6 +48,8 @@ CASES = [
     ("unknown-model", "/v2/models/nope/infer", tensor(), {}, 404, "unknown model 'nope'"),
     ("unknown-version", "/v2/models/affine/versions/9/infer", tensor(), {}, 404, "no ready version '9'"),
     ("bad-version", "/v2/models/affine/versions/x/infer", tensor(), {}, 404, "version 'x'"),
+    ("non-ascii-digit-version", "/v2/models/affine/versions/\u00b2/infer", tensor(), {}, 404,
+     "unknown version '\u00b2' of model 'affine'"),
     ("bad-path", "/v2/models/affine/extra/infer", tensor(), {}, 404, "no such endpoint"),
     ("wrong-name", INFER, tensor(name="z"), {}, 400, "unknown input 'z'"),
     ("wrong-datatype", INFER, tensor(datatype="FP64"), {}, 400, "'x': datatype 'FP64' does not match"),
@@ -58,12 +61,24 @@ CASES = [
     ("too-few-elements", INFER, tensor(data=[1, 2, 3]), {}, 400, "'x': data has 3 elements, the shape needs 4"),
     ("too-many-elements", INFER, tensor(data=[1] * 5), {}, 400, "data has 5 elements"),
     ("ragged-data", INFER, tensor(data=[[1, 2], [3]]), {}, 400, "'x': data is not a FP32 tensor"),
-    ("string-in-floats", INFER, tensor(data=["a", 2, 3, 4]), {}, 400, "'x': data is not a FP32 tensor"),
+    ("string-in-floats", INFER, tensor(data=["a", 2, 3, 4]), {}, 400, "'x': FP32 data must be numbers, got strings"),
+    ("numeric-string-in-floats", INFER, tensor(data=["4", 2, 3, 4]), {}, 400, "FP32 data must be numbers, got strings"),
+    ("bool-in-floats", INFER, tensor(data=[1.5, True, 3, 4]), {}, 400, "'x': FP32 data must be numbers, got booleans"),
+    ("bools-for-floats", INFER, tensor(data=[True, False, True, True]), {}, 400, "must be numbers, got booleans"),
+    ("null-in-floats", INFER, tensor(data=[None, 2, 3, 4]), {}, 400, "'x': FP32 data must be numbers, got nulls"),
+    ("nested-null-in-floats", INFER, tensor(shape=[2, 4], data=[[1, 2, 3, None], [1, 2, 3, 4]]), {}, 400, "got nulls"),
     ("data-not-list", INFER, tensor(data={"a": 1}), {}, 400, "'data' must be a list"),
     ("no-data", INFER, orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4]}]}), {}, 400,
      "neither 'data' nor"),
     ("duplicate-input", INFER, orjson.dumps({"inputs": [orjson.loads(tensor())["inputs"][0]] * 2}), {}, 400,
      "given twice"),
+    ("duplicate-output", INFER, orjson.dumps({**GOOD, "outputs": [{"name": "y"}, {"name": "relu"}, {"name": "y"}]}),
+     {}, 400, "output 'y' is requested twice"),
+    ("binary-data-not-bool", INFER,
+     orjson.dumps({**GOOD, "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}), {}, 400,
+     "output 'y': parameter 'binary_data' must be true or false, got str"),
+    ("binary-data-output-not-bool", INFER, orjson.dumps({**GOOD, "parameters": {"binary_data_output": 1}}), {}, 400,
+     "parameter 'binary_data_output' must be true or false, got int"),
     ("unknown-output", INFER, orjson.dumps({**GOOD, "outputs": [{"name": "nope"}]}), {}, 400, "unknown output 'nope'"),
     ("bad-timeout", INFER, orjson.dumps({**GOOD, "parameters": {"timeout": "soon"}}), {}, 400, "'timeout'"),
     ("bad-id", INFER, orjson.dumps({**GOOD, "id": 5}), {}, 400, "'id' must be a string"),
@@ -76,6 +91,18 @@ CASES = [
     ("float-for-int", "/v2/models/ident/infer",
      orjson.dumps({"inputs": [{"name": "IN_INT32", "datatype": "INT32", "shape": [1, 3], "data": [1.5, 2, 3]}]}), {},
      400, "INT32 data must be integers"),
+    ("bool-in-ints", "/v2/models/ident/infer",
+     orjson.dumps({"inputs": [{"name": "IN_INT32", "datatype": "INT32", "shape": [1, 3], "data": [True, 2, 3]}]}), {},
+     400, "'IN_INT32': INT32 data must be integers, got booleans"),
+    ("string-in-ints", "/v2/models/ident/infer",
+     orjson.dumps({"inputs": [{"name": "IN_INT64", "datatype": "INT64", "shape": [1, 3], "data": ["1", 2, 3]}]}), {},
+     400, "INT64 data must be integers, got strings"),
+    ("whole-float-for-int", "/v2/models/ident/infer",
+     orjson.dumps({"inputs": [{"name": "IN_UINT8", "datatype": "UINT8", "shape": [1, 3], "data": [1.0, 2, 3]}]}), {},
+     400, "UINT8 data must be integers"),
+    ("null-in-bool", "/v2/models/ident/infer",
+     orjson.dumps({"inputs": [{"name": "IN_BOOL", "datatype": "BOOL", "shape": [1, 3], "data": [True, None, False]}]}),
+     {}, 400, "BOOL data must be true/false"),
     ("int-for-bool", "/v2/models/ident/infer",
      orjson.dumps({"inputs": [{"name": "IN_BOOL", "datatype": "BOOL", "shape": [1, 3], "data": [1, 0, 1]}]}), {},
      400, "BOOL data must be true/false"),
@@ -134,6 +161,55 @@ def test_other_endpoints_answer_errors_as_json(server: Server) -> None:
     assert server.get("/v2/nothing/here").json() == {"error": "Not Found"}
 
 
+def test_empty_outputs_list_means_all_outputs(server: Server) -> None:
+    everything = server.post(INFER, json=GOOD)
+    response = server.post(INFER, json={**GOOD, "outputs": []})
+    assert response.status_code == 200, response.text
+    assert [o["name"] for o in response.json()["outputs"]] == [o["name"] for o in everything.json()["outputs"]]
+    assert response.json()["outputs"] == everything.json()["outputs"]
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "%D9%A1", "%EF%BC%91"])  # superscript two, Arabic-Indic, fullwidth one
+def test_non_ascii_digit_versions_are_unknown(server: Server, version: str) -> None:
+    base = f"/v2/models/affine/versions/{version}"
+    for response in (server.get(base), server.get(base + "/ready"), server.post(base + "/infer", json=GOOD)):
+        assert response.status_code == 404, response.text
+        assert "unknown version" in response.json()["error"]
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    """A body without Content-Length (chunked): only a streaming check can stop it."""
+    for _ in range(total // 10_000 + 1):
+        yield b" " * 10_000
+
+
+@pytest.mark.parametrize("path", ["/v2/repository/index", "/v2/repository/models/affine/load"])
+def test_fastapi_routes_honour_the_body_limit(server: Server, path: str) -> None:
+    response = server.post(path, content=_chunks(MAX_BODY + 20_000))
+    assert response.status_code == 413, response.text
+    assert "larger than the limit" in response.json()["error"]
+    declared = server.post(path, content=b" " * (MAX_BODY + 1))  # Content-Length: refused before reading
+    assert declared.status_code == 413
+    assert "over the limit" in declared.json()["error"]
+    assert server.post(path, content=b" " * 1000).status_code == 200, "a small body still goes through"
+
+
+def test_repository_index_reads_bodies_without_content_type(server: Server) -> None:
+    everything = server.post("/v2/repository/index").json()
+    ready_only = server.post("/v2/repository/index", content=b'{"ready": true}')  # no Content-Type, as tritonclient
+    assert ready_only.status_code == 200
+    assert ready_only.json() == [row for row in everything if row["state"] == "READY"]
+    for body, message in (
+        (b"{not json", "index request body is not valid JSON"),
+        (b"[1]", "must be a JSON object, got list"),
+        (b'{"ready": "yes"}', "'ready' must be true or false, got str"),
+    ):
+        response = server.post("/v2/repository/index", content=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert message in error and "\n" not in error
+
+
 # ------------------------------------------------------------ fuzz
 
 
@@ -166,15 +242,31 @@ def http(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
+_segment = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6) | st.sampled_from(
+    ["\u00b2", "\u0661", "\uff11", "1\u00b2", "01", "0", "-1", "1.0", " 1", "..", "%", "a/b"]
+)
+
+
+def _model_path(model: str, version: str | None) -> str:
+    """/v2/models/{model}[/versions/{version}], each segment percent-encoded whatever it holds."""
+    base = f"/v2/models/{quote(model, safe='')}"
+    return base if version is None else f"{base}/versions/{quote(version, safe='')}"
+
+
+_model_paths = st.sampled_from(["/v2/models/affine", "/v2/models/ident", "/v2/models/affine/versions/1"]) | st.builds(
+    _model_path, st.sampled_from(["affine", "ident", "nope"]) | _segment, st.none() | _segment
+)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     body=_bodies,
     tail=st.binary(max_size=64),
     header_length=st.none() | st.integers(-5, 400).map(str) | st.text(max_size=4),
-    path=st.sampled_from([INFER, "/v2/models/ident/infer", "/v2/models/affine/versions/1/infer"]),
+    model_path=_model_paths,
 )
 def test_fuzzed_requests_never_get_5xx(
-    http: httpx.Client, body: bytes, tail: bytes, header_length: str | None, path: str
+    http: httpx.Client, body: bytes, tail: bytes, header_length: str | None, model_path: str
 ) -> None:
     headers = {}
     if (
@@ -184,10 +276,14 @@ def test_fuzzed_requests_never_get_5xx(
         and header_length.strip() == header_length
     ):
         headers["Inference-Header-Content-Length"] = header_length
-    response = http.post(path, content=body + tail, headers=headers)
-    assert response.status_code < 500, response.text
-    if response.status_code != 200:
-        assert isinstance(response.json()["error"], str)
+    for response in (
+        http.post(model_path + "/infer", content=body + tail, headers=headers),
+        http.get(model_path),  # metadata and readiness parse the same path segments
+        http.get(model_path + "/ready"),
+    ):
+        assert response.status_code < 500, response.text
+        if response.status_code not in (200, 503):
+            assert isinstance(response.json()["error"], str)
 
 
 def test_server_still_serves_after_the_abuse(server: Server) -> None:

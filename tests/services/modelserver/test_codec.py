@@ -32,7 +32,7 @@ def decode(datatype: str, body: bytes, large: bool) -> object:
         return exc.status
     finally:
         jsonload.LARGE = saved
-    return {  # bytes, so that NaN (JSON null reads as NaN, as our responses write it) compares equal
+    return {  # bytes: exact, and -0.0 differs from 0.0
         n: (a.dtype, a.shape, a.tolist() if a.dtype == object else a.tobytes()) for n, a in request.inputs.items()
     }
 

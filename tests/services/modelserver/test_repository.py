@@ -3,6 +3,8 @@ A version that fails to load is reported and never takes down what is already se
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 from pathlib import Path
@@ -130,6 +132,37 @@ def test_repository_api_loads_and_unloads(tmp_path: Path) -> None:
         assert response.status_code == 404 and "not served by this process" in response.json()["error"]
         ready_only = server.post("/v2/repository/index", json={"ready": True}).json()
         assert [(r["name"], r["version"]) for r in ready_only] == [("api", "2")]
+
+
+def raw_post(server: Server, path: str) -> tuple[int, dict]:
+    """POST the path exactly as written: http.client does not resolve '.' and '..' segments as httpx does."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("POST", path)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_bad_loads_leave_no_record_and_readiness_alone(tmp_path: Path) -> None:
+    repo = tmp_path / "models" / "repo"
+    affine(repo / "good" / "1" / "model.onnx", seed=1)
+    write_config(repo / "good", max_batch_size=4)
+    affine(tmp_path / "models" / "1" / "model.onnx", seed=2)  # the repository's parent looks like a model folder
+    write_config(tmp_path / "models", max_batch_size=4)
+    (repo / ".hidden").mkdir()
+    with run_server(repo, "--poll-interval", "0", log_dir=tmp_path) as server:
+        before = index(server)
+        status, body = raw_post(server, "/v2/repository/models/nope/load")
+        assert status == 404 and "no model 'nope'" in body["error"]
+        for name in ("..", ".", "%2E%2E", ".hidden", "a%5Cb", "a%00b"):
+            status, body = raw_post(server, f"/v2/repository/models/{name}/load")
+            assert status == 400, (name, body)
+            assert "invalid model name" in body["error"]
+        assert server.get("/v2/health/ready").status_code == 200, "a bad load must not make the server unready"
+        assert index(server) == before
+        assert server.get("/v2/models/nope/ready").status_code == 404
 
 
 def test_model_flag_pins_one_version(tmp_path: Path) -> None:
