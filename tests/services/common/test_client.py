@@ -139,22 +139,58 @@ def test_unknown_service_has_no_healthy_upstream(tmp_path: Path) -> None:
         run(main())
 
 
-def test_per_try_and_overall_timeouts_bound_the_request(echoes: dict, tmp_path: Path) -> None:
-    found = discovery(tmp_path, {"svc": [("svc-good", echoes["good"].port)]})
-    slow = policy(timeout="600ms", retries={"attempts": 5, "per_try_timeout": "250ms", "retry_on": ["5xx"]})
+class Unanswering:
+    """A loopback upstream that reads each request and never answers it; records, per connection,
+    the request's arrival and whether the client hung up (a per-try timeout cutting that try)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.hung_up = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.requests += 1
+        await reader.read()  # b"" once the client closes: only the client's timeout ends this try
+        self.hung_up += 1
+        writer.close()
+
+    def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def test_per_try_and_overall_timeouts_bound_the_request(tmp_path: Path) -> None:
+    # 6 tries of 250 ms would take 1.5 s: the 700 ms overall timeout allows 250 + 250 + the last 200.
+    slow = policy(timeout="700ms", retries={"attempts": 5, "per_try_timeout": "250ms", "retry_on": ["5xx"]})
     events = Events()
+    hosts = [Unanswering(), Unanswering()]
 
-    async def main() -> float:
+    async def main() -> UpstreamTimeout:
+        ports = [await host.start() for host in hosts]
+        found = discovery(tmp_path, {"svc": [("svc-a", ports[0]), ("svc-b", ports[1])]})
         async with Client(found, events=events) as client:
-            start = time.monotonic()
             with pytest.raises(UpstreamTimeout) as info:
-                await client.request("svc", "GET", "/sleep/3000", resilience=slow)
-            assert info.value.status == 504
-            return time.monotonic() - start
+                await client.request("svc", "GET", "/never", resilience=slow)
+            for _ in range(100):  # let the servers see the last hang-up (bounded, no timing)
+                if sum(h.hung_up for h in hosts) == sum(h.requests for h in hosts):
+                    break
+                await asyncio.sleep(0.01)
+        for host in hosts:
+            host.close()
+        return info.value
 
-    elapsed = run(main())
-    assert elapsed < 1.5  # the overall timeout (600 ms) ends the retries, not the 5 x 250 ms tries or the 3 s sleep
-    assert events.seen.count(("retried", "svc")) == 2  # 250 + 250 + the last 100 ms
+    raised = run(main())
+    assert raised.status == 504
+    tries = [host.requests for host in hosts]
+    assert sum(tries) == 3, tries  # the overall timeout ended the retries, not the 6 tries allowed
+    assert min(tries) >= 1, tries  # the retry went to the other endpoint
+    assert [host.hung_up for host in hosts] == tries  # every try was cut by the client, none answered
+    assert events.seen.count(("retried", "svc")) == 2
 
 
 def test_more_than_max_pending_fails_fast(echoes: dict, tmp_path: Path) -> None:

@@ -79,10 +79,13 @@ def test_connection_cap_queues_callers_and_a_cancelled_request_frees_its_slot(ec
         slow = [
             asyncio.create_task(pool.request("127.0.0.1", echo.port, "GET", "/sleep/200", {}, b"")) for _ in range(5)
         ]
-        await asyncio.sleep(0.05)
-        assert pool.open == 2  # three callers wait for a connection
+        opened: set[int] = set()  # pool.open after every turn of the loop while the five run
+        while not all(task.done() for task in slow):
+            opened.add(pool.open)
+            await asyncio.sleep(0.001)
         results = await asyncio.gather(*slow)
         assert [status for status, _, _ in results] == [200] * 5
+        assert max(opened) == 2, opened  # never more than the cap: three callers waited for a connection
         assert pool.open == 2
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):
