@@ -4,8 +4,9 @@ The edit is a pure function from a round-trip YAML document to a new one (commen
 the CLI validates the result with the spec's own validator BEFORE replacing the file atomically, and
 prints a unified diff. The running gateway and business APIs watch the file and apply the new weights.
 
-The stable version of a model is the one with the highest current weight (ties: the lowest version
-number); when no version has weight, the lowest version number with replicas.
+The stable version of a model is written in the spec (`traffic.stable`; default: the lowest version
+with replicas), never guessed from weights: `rollback` returns all traffic to it whatever the canary's
+weight, and `promote` makes the promoted version the new stable one.
 """
 
 from __future__ import annotations
@@ -75,11 +76,14 @@ def current_weights(doc: Mapping[str, Any], model: str) -> dict[int, int]:
 
 
 def stable_version(doc: Mapping[str, Any], model: str) -> int:
-    """Highest weight (ties: lowest version); with no weight anywhere, the lowest version with replicas."""
-    weights = current_weights(doc, model)
-    if any(weights.values()):
-        return min(weights, key=lambda v: (-weights[v], v))
-    versions = _versions(_model(doc, model))
+    """`traffic.stable` as written; without it, the lowest version with replicas."""
+    from mesh.spec import parse_version
+
+    model_doc = _model(doc, model)
+    written = (model_doc.get("traffic") or {}).get("stable")
+    if written is not None:
+        return parse_version(written)
+    versions = _versions(model_doc)
     served = [v for v, spec in versions.items() if int((spec or {}).get("replicas", 1)) > 0]
     if not served:
         raise CanaryError(f"model {model!r} has no version with replicas")
@@ -120,8 +124,9 @@ def _write_weights(doc: Any, model: str, weights: Mapping[int, int]) -> Any:
 def set_weights(doc: Any, model: str, assignments: Mapping[int, int]) -> Any:
     """Set the named versions' weights; the others take the rest.
 
-    With one unnamed version it takes 100 minus the named ones; with several, the stable one among them
-    takes the difference and the others keep theirs. Range and sum are left to the spec's validator.
+    With one unnamed version it takes 100 minus the named ones; with several, the stable one takes the
+    difference if it is among them and carries traffic (else the heaviest), and the others keep theirs.
+    Range and sum are left to the spec's validator.
     """
     if not assignments:
         raise CanaryError("name at least one weight, e.g. v2=10")
@@ -130,19 +135,28 @@ def set_weights(doc: Any, model: str, assignments: Mapping[int, int]) -> Any:
     weights.update(assignments)
     rest = [v for v in weights if v not in assignments]
     if rest:
-        absorbing = min(rest, key=lambda v: (-weights[v], v))
+        stable = stable_version(doc, model)
+        carrying = stable in rest and weights[stable] > 0
+        absorbing = stable if carrying else min(rest, key=lambda v: (-weights[v], v))
         weights[absorbing] = 100 - sum(w for v, w in weights.items() if v != absorbing)
     return _write_weights(doc, model, weights)
 
 
 def promote(doc: Any, model: str, version: int) -> Any:
-    """`version` takes all the traffic."""
+    """`version` takes all the traffic and becomes the stable version (where a later rollback lands)."""
     _check_known(doc, model, [version])
-    return _write_weights(doc, model, {v: (100 if v == version else 0) for v in current_weights(doc, model)})
+    new = _write_weights(doc, model, {v: (100 if v == version else 0) for v in current_weights(doc, model)})
+    traffic = new["models"][model]["traffic"]
+    if stable_version(new, model) != version or "stable" in traffic:
+        if "stable" in traffic:
+            traffic["stable"] = version
+        else:  # right after `weights`, where a reader looks for it
+            traffic.insert(list(traffic).index("weights") + 1, "stable", version)
+    return new
 
 
 def rollback(doc: Any, model: str) -> Any:
-    """The stable version (see the module docstring) takes all the traffic back; every canary gets 0."""
+    """The stable version (`traffic.stable`) takes all the traffic back; every canary gets 0."""
     return promote(doc, model, stable_version(doc, model))
 
 

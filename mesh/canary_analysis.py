@@ -265,7 +265,7 @@ def advance(
     doc = read_yaml(spec_path)
     stable = canary.stable_version(doc, model)
     if stable == canary_version:
-        raise canary.CanaryError(f"v{canary_version} already carries the most traffic of {model}: nothing to advance")
+        raise canary.CanaryError(f"v{canary_version} is already the stable version of {model}: nothing to advance")
     canary.current_weights(doc, model)  # validates the model name
     original_mirror = current_mirror(doc, model)
     report = Report(model, stable, canary_version, steps, format_duration(hold_s), limits)

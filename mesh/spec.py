@@ -157,7 +157,10 @@ class Traffic(Strict):
     """Istio VirtualService semantics: weighted subsets, a header match first, mirroring."""
 
     weights: dict[Version, Annotated[int, Field(ge=0, le=100)]]
-    header: str = Field("x-model-version", description="a request carrying it goes to that version")
+    stable: Version | None = Field(
+        None, description="the version a rollback returns to (default: the lowest version with replicas)"
+    )
+    header: str = Field("x-model-version", min_length=1, description="a request carrying it goes to that version")
     mirror: Mirror | None = None
 
     @field_validator("weights")
@@ -252,6 +255,11 @@ class ModelSpec(Strict):
                 raise ValueError(
                     f"traffic sends weight to v{version} but it has 0 replicas: give it replicas or set its weight to 0"
                 )
+        if traffic.stable is not None and self.versions.get(traffic.stable, VersionSpec(replicas=0)).replicas < 1:
+            raise ValueError(
+                f"traffic.stable is v{traffic.stable}, which is not a version with replicas ({known}): "
+                "a rollback must land on a served version"
+            )
         if traffic.mirror and traffic.mirror.version not in self.versions:
             raise ValueError(f"traffic.mirror.version v{traffic.mirror.version} is not under versions {known}")
         return self
@@ -267,6 +275,13 @@ class ModelSpec(Strict):
         if patch:
             args += ["--config-override", f"{name}={json.dumps(patch, separators=(',', ':'), sort_keys=True)}"]
         return args
+
+    def stable_version(self) -> int:
+        """Where a rollback lands: `traffic.stable`, else the lowest version with replicas."""
+        if self.traffic is not None and self.traffic.stable is not None:
+            return self.traffic.stable
+        served = [v for v, s in self.versions.items() if s.replicas > 0]
+        return min(served) if served else min(self.versions)
 
     def weights(self) -> dict[int, int]:
         """Version weights; a single-version model with no traffic block takes everything."""
@@ -364,6 +379,19 @@ class Gateway(Strict):
     rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(second=1000))
     consumers: list[Consumer] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _consumers_distinct(self) -> Gateway:
+        """Each consumer is one identity with its own key: a shared name or key source would merge two."""
+        for what, values in (
+            ("username", [c.username for c in self.consumers]),
+            ("api_key.env", [c.api_key.env for c in self.consumers if c.api_key.env]),
+            ("api_key.secret", [c.api_key.secret for c in self.consumers if c.api_key.secret]),
+        ):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"consumers: {what} {repeated} appears more than once; give each consumer its own")
+        return self
+
     def limits_for(self, consumer: Consumer) -> dict[str, int]:
         return (consumer.rate_limit or self.rate_limit).windows()
 
@@ -413,6 +441,15 @@ class MeshSpec(Strict):
                     f"known models: {sorted(self.models)}"
                 )
         routes = {p.route for p in self.pipelines.values()}
+        if len(routes) != len(self.pipelines):
+            taken: dict[str, str] = {}
+            for pname, pipeline in self.pipelines.items():
+                if pipeline.route in taken:
+                    raise ValueError(
+                        f"pipelines.{pname}.route: {pipeline.route} is already the route of pipelines."
+                        f"{taken[pipeline.route]}; give each pipeline its own route"
+                    )
+                taken[pipeline.route] = pname
         for slo in self.slos:
             if slo.route not in routes and not _is_model_route(slo.route, self.models):
                 raise ValueError(

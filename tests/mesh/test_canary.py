@@ -36,10 +36,31 @@ def test_promote_and_rollback(spec_copy: Path) -> None:
     assert "# a request with `x-model-version: 2` always reaches v2" in spec_copy.read_text()
 
 
-def test_stable_ties_go_to_the_lowest_version(spec_copy: Path) -> None:
-    doc = canary.set_weights(read_yaml(spec_copy), "digits", {1: 50})
-    assert canary.current_weights(doc, "digits") == {1: 50, 2: 50}
+def test_rollback_lands_on_the_stable_version_whatever_the_canary_weight(spec_copy: Path) -> None:
+    """The stable version is written in the spec, not guessed from weights: a canary at 60% still rolls back."""
+    canary.apply_to_file(spec_copy, lambda d: canary.set_weights(d, "digits", {2: 60}))
+    assert canary.stable_version(read_yaml(spec_copy), "digits") == 1
+    canary.apply_to_file(spec_copy, lambda d: canary.rollback(d, "digits"))
+    assert load_spec(spec_copy).models["digits"].weights() == {1: 100, 2: 0}
+
+
+def test_promote_moves_the_stable_version_and_a_later_rollback_keeps_it(spec_copy: Path) -> None:
+    canary.apply_to_file(spec_copy, lambda d: canary.promote(d, "digits", 2))
+    assert load_spec(spec_copy).models["digits"].traffic.stable == 2
+    assert "      stable: 2                   # where `canary rollback` lands" in spec_copy.read_text()
+    canary.apply_to_file(spec_copy, lambda d: canary.set_weights(d, "digits", {1: 30}))  # v1 is now the canary
+    assert load_spec(spec_copy).models["digits"].weights() == {1: 30, 2: 70}
+    canary.apply_to_file(spec_copy, lambda d: canary.rollback(d, "digits"))
+    assert load_spec(spec_copy).models["digits"].weights() == {1: 0, 2: 100}
+
+
+def test_without_a_written_stable_it_is_the_lowest_served_version() -> None:
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    del doc["models"]["digits"]["traffic"]["stable"]
+    doc["models"]["digits"]["traffic"]["weights"] = {1: 40, 2: 60}
     assert canary.stable_version(doc, "digits") == 1
+    new = canary.promote(doc, "digits", 2)
+    assert canary.dump(new).count("stable: 2") == 1  # written next to the weights once promoted
 
 
 def test_three_versions_the_stable_absorbs_the_difference() -> None:

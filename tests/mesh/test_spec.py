@@ -88,6 +88,43 @@ def test_stage_naming_an_unknown_model(demo: dict[str, Any]) -> None:
     assert "'mnist' does not exist" in problem
 
 
+def test_two_pipelines_on_one_route(demo: dict[str, Any]) -> None:
+    data = copy.deepcopy(demo)
+    data["pipelines"]["digits-again"] = copy.deepcopy(data["pipelines"]["digits-classify"])
+    (problem,) = problems_of(data)
+    assert "pipelines.digits-again.route: /v1/digits:classify is already the route of pipelines.digits-classify" in (
+        problem
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"api_key": {"env": "OTHER_KEY"}}, "username ['demo']"),
+        ({"username": "second"}, "api_key.env ['MESHSERVE_API_KEY']"),
+    ],
+)
+def test_consumers_are_distinct(demo: dict[str, Any], change: dict[str, Any], field: str) -> None:
+    data = copy.deepcopy(demo)
+    data["gateway"]["consumers"].append({**copy.deepcopy(data["gateway"]["consumers"][0]), **change})
+    (problem,) = problems_of(data)
+    assert problem.startswith("gateway:") and f"{field} appears more than once" in problem
+
+
+def test_empty_override_header(demo: dict[str, Any]) -> None:
+    data = copy.deepcopy(demo)
+    data["models"]["digits"]["traffic"]["header"] = ""
+    (problem,) = problems_of(data)
+    assert problem.startswith("models.digits.traffic.header:")
+
+
+def test_stable_must_be_a_served_version(demo: dict[str, Any]) -> None:
+    data = copy.deepcopy(demo)
+    data["models"]["digits"]["traffic"]["stable"] = 3
+    (problem,) = problems_of(data)
+    assert problem.startswith("models.digits:") and "traffic.stable is v3" in problem
+
+
 def test_unknown_field(demo: dict[str, Any]) -> None:
     data = copy.deepcopy(demo)
     data["models"]["digits"]["resilience"]["retrys"] = {"attempts": 3}

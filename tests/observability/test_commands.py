@@ -58,5 +58,5 @@ def test_advance_without_prometheus_says_how_to_get_one(
     )
     assert "--steps" in capsys.readouterr().err
     assert main(["canary", "--spec", str(spec), "advance", "digits", "v1", "--prometheus", "http://127.0.0.1:9"]) == 2
-    assert "already carries the most traffic" in capsys.readouterr().err
+    assert "v1 is already the stable version of digits" in capsys.readouterr().err
     assert spec.read_text() == before, "a refused analysis leaves the spec alone"
