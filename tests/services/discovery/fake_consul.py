@@ -2,7 +2,9 @@
 
 Like the agent, it runs each registered HTTP check against the instance (critical until it answers 2xx),
 answers /v1/health/service/<name> with `?passing` filtering and blocking `?index=&wait=` queries, and
-bumps X-Consul-Index on every change.
+bumps X-Consul-Index on every change. Every health query is recorded (its `index` and `wait`, and how
+it ended), and `parked` counts the blocking queries waiting right now, so tests can tell a blocking
+watch from polling by what the agent saw rather than by time.
 """
 
 from __future__ import annotations
@@ -27,11 +29,24 @@ from mesh.spec import parse_duration
 
 
 @dataclass
+class HealthQuery:
+    """One /v1/health/service query as the agent saw it."""
+
+    service: str
+    index: str | None
+    wait: str | None
+    passing: bool
+    answered_index: int = 0  # the X-Consul-Index it answered with (0 while it waits)
+    ended: str = ""  # "now" (no or an old index), "changed" (woken by a change), "waited" (wait ran out)
+
+
+@dataclass
 class FakeConsulState:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
     index: int = 1
-    health_queries: int = 0
+    queries: list[HealthQuery] = field(default_factory=list)
+    parked: int = 0
     changed: asyncio.Condition | None = None
 
     async def bump(self) -> None:
@@ -59,16 +74,25 @@ def fake_consul_app(state: FakeConsulState) -> Starlette:
         return Response(b"")
 
     async def health(request: Request) -> Response:
-        state.health_queries += 1
         name = request.path_params["name"]
-        index = request.query_params.get("index")
+        params = request.query_params
+        index = params.get("index")
+        query = HealthQuery(name, index, params.get("wait"), "passing" in params, ended="now")
+        state.queries.append(query)
         if index is not None and int(index) >= state.index:
-            wait = parse_duration(request.query_params.get("wait", "5m"))
+            wait = parse_duration(params.get("wait", "5m"))
             assert state.changed is not None
-            async with state.changed:
-                with contextlib.suppress(TimeoutError):
+            state.parked += 1
+            try:
+                async with state.changed:
                     await asyncio.wait_for(state.changed.wait_for(lambda: state.index > int(index)), wait)
-        passing_only = "passing" in request.query_params
+                query.ended = "changed"
+            except TimeoutError:
+                query.ended = "waited"
+            finally:
+                state.parked -= 1
+        query.answered_index = state.index
+        passing_only = query.passing
         entries = [
             {
                 "Node": {"Node": "fake-agent", "Address": "127.0.0.1"},
