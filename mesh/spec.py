@@ -110,11 +110,23 @@ class Resources(Strict):
     limits: dict[str, str] = Field(default_factory=lambda: {"cpu": "1", "memory": "1Gi"})
 
 
+# A GPU server's host side holds the CUDA context, cuDNN/cuBLAS and onnxruntime-gpu: well over the
+# CPU default's 1 GiB before the first request, so GPU versions get their own defaults.
+GPU_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+
+
 class VersionSpec(Strict):
     replicas: int = Field(1, ge=0, description="server processes (pods) serving this version")
     device: Literal["cpu", "gpu"] = "cpu"
     gpus: int = Field(1, ge=1, description="GPUs per replica when device is gpu")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=Resources, description="defaults depend on the device")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("device") == "gpu" and "resources" not in data:
+            return {**data, "resources": GPU_RESOURCES}
+        return data
 
 
 class Batching(Strict):

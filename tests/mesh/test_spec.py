@@ -88,6 +88,16 @@ def test_stage_naming_an_unknown_model(demo: dict[str, Any]) -> None:
     assert "'mnist' does not exist" in problem
 
 
+def test_gpu_versions_get_gpu_sized_defaults_and_explicit_resources_win(demo: dict[str, Any]) -> None:
+    spec = validate_spec(demo)
+    gpu, cpu = spec.models["resnet"].versions[1], spec.models["digits"].versions[2]
+    assert (gpu.device, gpu.resources.limits["memory"], gpu.resources.requests["cpu"]) == ("gpu", "8Gi", "2")
+    assert cpu.resources.limits["memory"] == "1Gi"
+    data = copy.deepcopy(demo)
+    data["models"]["resnet"]["versions"][1]["resources"] = {"limits": {"memory": "16Gi"}}
+    assert validate_spec(data).models["resnet"].versions[1].resources.limits == {"memory": "16Gi"}
+
+
 def test_two_pipelines_on_one_route(demo: dict[str, Any]) -> None:
     data = copy.deepcopy(demo)
     data["pipelines"]["digits-again"] = copy.deepcopy(data["pipelines"]["digits-classify"])
