@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,9 +244,10 @@ def running(stack: Stack) -> Iterator[Stack]:
 
 @dataclass
 class Result:
+    """One request's outcome (no latency: speed belongs in loadtests/bench, not in test assertions)."""
+
     status: int
     version: str
-    seconds: float
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -272,7 +272,6 @@ async def fire(
         async def worker() -> None:
             while remaining[0] > 0:
                 remaining[0] -= 1
-                start = time.perf_counter()
                 try:
                     async with session.post(url, data=body, headers=sent) as resp:
                         data = await resp.read()
@@ -280,13 +279,12 @@ async def fire(
                             Result(
                                 resp.status,
                                 resp.headers.get("x-model-version", ""),
-                                time.perf_counter() - start,
                                 data if keep else b"",
                                 dict(resp.headers) if keep else {},
                             )
                         )
                 except aiohttp.ClientError:
-                    results.append(Result(0, "", time.perf_counter() - start))
+                    results.append(Result(0, ""))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return results
@@ -320,15 +318,12 @@ class Background:
 
             async def worker() -> None:
                 while not self._stop and len(self.results) < self.limit:
-                    start = time.perf_counter()
                     try:
                         async with session.post(self.url, data=body, headers={"apikey": API_KEY, **self.headers}) as r:
                             await r.read()
-                            self.results.append(
-                                Result(r.status, r.headers.get("x-model-version", ""), time.perf_counter() - start)
-                            )
+                            self.results.append(Result(r.status, r.headers.get("x-model-version", "")))
                     except aiohttp.ClientError:
-                        self.results.append(Result(0, "", time.perf_counter() - start))
+                        self.results.append(Result(0, ""))
 
             await asyncio.gather(*(worker() for _ in range(self.concurrency)))
 
