@@ -6,14 +6,20 @@ factor, so it pages fast on a sharp outage and stops soon after recovery. The fa
 derived from the SLO's window (2% of a 30-day budget in 1 h = 14.4x). Latency SLOs use the
 same scheme on the share of requests slower than the bound: a p95 bound leaves a 5% budget.
 
-`rule_groups(spec)` is pure (the infra code wraps it in a PrometheusRule); `write_rules` is the
-edge that writes a file promtool and the local Prometheus read.
+The SLIs are read at the serving workload (observability/queries.py: a pipeline's business API,
+a model's servers), so the same rules work on the local stack and on a cluster where Kong is the
+edge. `MeshserveSLIMissing` fires when a route's SLI has no series at all: a broken scrape or a
+renamed metric would otherwise leave the burn-rate alerts silently blind.
+
+`rule_groups(spec, replicas)` is pure (mesh/compile/monitoring.py wraps it in a PrometheusRule and
+passes the stack's effective replicas); `write_rules` is the edge that writes a file promtool and
+the local Prometheus read.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ from observability import queries
 
 ERROR_RATIO = "meshserve:slo_error_ratio"
 SLOW_RATIO = "meshserve:slo_slow_ratio"
+MISSING_FOR = "10m"  # a scrape may fail a few times; a quarter of an hour blind is worth a warning
 
 
 @dataclass(frozen=True)
@@ -71,13 +78,13 @@ def slo_bucket_bounds(spec: MeshSpec) -> list[float]:
 # --------------------------------------------------------------------------- rules
 
 
-def _recording_rules(slo: SLO) -> list[dict[str, Any]]:
+def _recording_rules(slo: SLO, sli: queries.RouteSLI) -> list[dict[str, Any]]:
     rules = []
     for window in windows():
         rules.append(
             {
                 "record": f"{ERROR_RATIO}:rate{window}",
-                "expr": queries.route_error_ratio(slo.route, window),
+                "expr": queries.route_error_ratio(sli, window),
                 "labels": {"route": slo.route},
             }
         )
@@ -85,7 +92,7 @@ def _recording_rules(slo: SLO) -> list[dict[str, Any]]:
             rules.append(
                 {
                     "record": f"{SLOW_RATIO}:rate{window}",
-                    "expr": queries.route_slow_ratio(slo.route, getattr(slo, field), window),
+                    "expr": queries.route_slow_ratio(sli, getattr(slo, field), window),
                     "labels": {"route": slo.route, "quantile": quantile},
                 }
             )
@@ -123,9 +130,27 @@ def _burn_alert(name: str, record: str, budget: float, labels: dict[str, str], s
         }
 
 
-def _slo_alerts(slo: SLO) -> list[dict[str, Any]]:
+def _missing_alert(slo: SLO, sli: queries.RouteSLI) -> dict[str, Any]:
+    return {
+        "alert": "MeshserveSLIMissing",
+        "expr": queries.route_series_absent(sli),
+        "for": MISSING_FOR,
+        "labels": {"route": slo.route, "severity": "warning"},
+        "annotations": {
+            "summary": f"{slo.route}: no SLI series, its burn-rate alerts cannot fire",
+            "description": (
+                f"Prometheus holds no {sli.requests} series for {slo.route} (from the {sli.source}): its "
+                "scrape fails, the metric was renamed, or the route has had no request since the workload started."
+            ),
+        },
+    }
+
+
+def _slo_alerts(slo: SLO, sli: queries.RouteSLI) -> list[dict[str, Any]]:
     alerts = list(
-        _burn_alert("MeshserveErrorBudgetBurn", ERROR_RATIO, slo.error_budget, {"route": slo.route}, slo, "5xx answers")
+        _burn_alert(
+            "MeshserveErrorBudgetBurn", ERROR_RATIO, slo.error_budget, {"route": slo.route}, slo, "failed answers"
+        )
     )
     for quantile, field in LATENCY_BUDGETS:
         bound = format_duration(getattr(slo, field))
@@ -137,14 +162,18 @@ def _slo_alerts(slo: SLO) -> list[dict[str, Any]]:
             slo,
             f"requests slower than {bound}",
         )
-    return alerts
+    return [*alerts, _missing_alert(slo, sli)]
 
 
-def _availability_alerts(spec: MeshSpec) -> Iterator[dict[str, Any]]:
+Replicas = Mapping[tuple[str, int], int]
+
+
+def _availability_alerts(spec: MeshSpec, replicas: Replicas) -> Iterator[dict[str, Any]]:
     for model_name, model in spec.models.items():
         for version, vspec in model.versions.items():
-            if vspec.replicas < 1:
-                continue
+            floor = replicas.get((model_name, version), vspec.replicas)
+            if floor < 1:
+                continue  # no pod is meant to run (e.g. a GPU version on a CPU-only dev cluster)
             service = f"{model_name}-v{version}"
             labels = {"model": model_name, "version": str(version), "service": service}
             up = f"({queries.service_up(service)})"
@@ -158,26 +187,33 @@ def _availability_alerts(spec: MeshSpec) -> Iterator[dict[str, Any]]:
                     "description": f"No scrape target of {service} ({model_name} v{version}) answers.",
                 },
             }
-            if vspec.replicas > 1:
+            if floor > 1:
                 yield {
                     "alert": "MeshserveModelVersionDegraded",
-                    "expr": f"{up} < {vspec.replicas}",
+                    "expr": f"{up} < {floor}",
                     "for": "5m",
                     "labels": {**labels, "severity": "warning"},
                     "annotations": {
-                        "summary": f"{service}: fewer replicas up than the spec's {vspec.replicas}",
-                        "description": f"{service} runs below its declared {vspec.replicas} replicas.",
+                        "summary": f"{service}: fewer replicas up than its minimum of {floor}",
+                        "description": f"{service} runs below its minimum of {floor} replicas.",
                     },
                 }
 
 
-def rule_groups(spec: MeshSpec) -> list[dict[str, Any]]:
-    """Prometheus rule groups (the `groups:` list of a rules file / PrometheusRule spec)."""
-    groups = [
-        {"name": f"meshserve-slo-{slug(slo.route)}", "rules": [*_recording_rules(slo), *_slo_alerts(slo)]}
-        for slo in spec.slos
-    ]
-    groups.append({"name": "meshserve-availability", "rules": list(_availability_alerts(spec))})
+def rule_groups(spec: MeshSpec, replicas: Replicas | None = None) -> list[dict[str, Any]]:
+    """Prometheus rule groups (the `groups:` list of a rules file / PrometheusRule spec).
+
+    `replicas`: the minimum replicas each (model, version) really runs with, where that differs from
+    the spec (a stack's overrides, KEDA's minReplicaCount); versions left out keep the spec's count.
+    A version at 0 gets no availability alert, the Degraded threshold is the effective minimum.
+    """
+    groups = []
+    for slo in spec.slos:
+        sli = queries.route_sli(spec, slo.route)
+        groups.append(
+            {"name": f"meshserve-slo-{slug(slo.route)}", "rules": [*_recording_rules(slo, sli), *_slo_alerts(slo, sli)]}
+        )
+    groups.append({"name": "meshserve-availability", "rules": list(_availability_alerts(spec, replicas or {}))})
     return groups
 
 
@@ -189,16 +225,20 @@ def alert_signals(spec: MeshSpec) -> list[tuple[str, str]]:
         for rule in group["rules"]:
             if "alert" not in rule:
                 continue
+            absent = re.fullmatch(r"absent\((.*)\)", rule["expr"])
+            if absent:  # a guard: silent while its series exist, so the series must have data
+                signals.append((rule["alert"], absent.group(1)))
+                continue
             for part in rule["expr"].split(" and "):
                 signals.append((rule["alert"], re.sub(r"\s*[<>]=?\s*[\d.e+-]+$", "", part).strip()))
     return list(dict.fromkeys(signals))
 
 
-def render_rules(spec: MeshSpec) -> str:
-    return yaml.safe_dump({"groups": rule_groups(spec)}, sort_keys=False, width=1000)
+def render_rules(spec: MeshSpec, replicas: Replicas | None = None) -> str:
+    return yaml.safe_dump({"groups": rule_groups(spec, replicas)}, sort_keys=False, width=1000)
 
 
-def write_rules(spec: MeshSpec, path: Path) -> Path:
+def write_rules(spec: MeshSpec, path: Path, replicas: Replicas | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_rules(spec))
+    path.write_text(render_rules(spec, replicas))
     return path

@@ -4,6 +4,11 @@ The JSON files are the artefacts Grafana (and the infra ConfigMaps) load; this s
 are made, so a panel is a line here rather than forty lines of JSON. A test checks the files are
 current. Queries use template variables ($model, $version, $stable, $canary, $route) and
 `$__rate_interval`; `observability.dashboards.panel_queries` substitutes them for tests.
+
+The service overview and canary comparison read the serving workloads' metrics through
+observability/queries.py (the alerts' own SLI queries), so they show data on the local stack and
+on a cluster alike; its routes come from mesh/mesh.yaml. The gateway dashboard is the local
+stack's embedded gateway only: on a cluster, Kong's and Istio's own dashboards cover the edge.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from mesh.spec import MeshSpec, load_spec
+from observability import queries
 
 DASHBOARD_DIR = Path(__file__).with_name("dashboards")
 RI = "$__rate_interval"
@@ -65,13 +73,16 @@ def _variable(name: str, query: str, *, multi: bool = False, include_all: bool =
 DATASOURCE = {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}
 
 
-def _dashboard(uid: str, title: str, panels: list[dict], variables: list[dict]) -> dict[str, Any]:
+def _dashboard(
+    uid: str, title: str, panels: list[dict], variables: list[dict], description: str = ""
+) -> dict[str, Any]:
     laid_out = []
     for i, panel in enumerate(panels):
         laid_out.append({"id": i + 1, "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8}, **panel})
     return {
         "uid": uid,
         "title": title,
+        "description": description,
         "tags": ["meshserve"],
         "timezone": "utc",
         "schemaVersion": 39,
@@ -83,21 +94,44 @@ def _dashboard(uid: str, title: str, panels: list[dict], variables: list[dict]) 
     }
 
 
-def service_overview() -> dict:
-    route = 'route=~"$route"'
-    total = f"rate({GW_REQ}{{{route}}}[{RI}])"
-    errors = f'rate({GW_REQ}{{{route},code=~"5.."}}[{RI}])'
+def _routes(spec: MeshSpec) -> list[queries.RouteSLI]:
+    """Every route users call: each pipeline's, then each model's direct infer route."""
+    routes = [p.route for p in spec.pipelines.values()] + [f"/v2/models/{m}/infer" for m in spec.models]
+    return [queries.route_sli(spec, route) for route in routes]
+
+
+def _by_route(spec: MeshSpec, build) -> str:
+    """One series per route, each from its own workload (queries.route_sli), labelled `route`."""
+    parts = [f'label_replace({build(sli)}, "route", {queries.quote(sli.route)}, "", "")' for sli in _routes(spec)]
+    return " or ".join(parts)
+
+
+def service_overview(spec: MeshSpec) -> dict:
     http_total = f"rate({HTTP_REQ}[{RI}])"
     http_errors = f'rate({HTTP_REQ}{{code=~"5.."}}[{RI}])'
     return _dashboard(
         "meshserve-overview",
         "meshserve / service overview",
         [
-            _panel("Throughput by route", [(f"sum by (route) ({total})", "{{route}}")], "reqps"),
-            _panel("Error rate (5xx share) by route", [(_ratio(errors, total, "route"), "{{route}}")], "percentunit"),
+            _panel(
+                "Throughput by route",
+                [(_by_route(spec, lambda sli: queries.route_request_rate(sli, RI)), "{{route}}")],
+                "reqps",
+            ),
+            _panel(
+                "Error rate (failed share) by route",
+                [(_by_route(spec, lambda sli: queries.route_error_ratio(sli, RI)), "{{route}}")],
+                "percentunit",
+            ),
             _panel(
                 "Latency by route (p50 / p95 / p99)",
-                [(_quantile(q, GW_DUR, route, "route"), f"{{{{route}}}} p{int(q * 100)}") for q in (0.5, 0.95, 0.99)],
+                [
+                    (
+                        _by_route(spec, lambda sli, q=q: queries.route_latency_quantile(sli, q, RI)),
+                        f"{{{{route}}}} p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.95, 0.99)
+                ],
                 "s",
             ),
             _panel("Throughput by service", [(f"sum by (service) ({http_total})", "{{service}}")], "reqps"),
@@ -113,7 +147,7 @@ def service_overview() -> dict:
             ),
             _panel("Targets up by service", [("sum by (service) (up)", "{{service}}")]),
             _panel(
-                "SLO: 5xx share (5m and 1h windows of the burn-rate alerts)",
+                "SLO: failed share (5m and 1h windows of the burn-rate alerts)",
                 [(f'meshserve:slo_error_ratio:rate{w}{{route=~"$route"}}', f"{{{{route}}}} {w}") for w in ("5m", "1h")],
                 "percentunit",
             ),
@@ -123,7 +157,9 @@ def service_overview() -> dict:
                 "percentunit",
             ),
         ],
-        [_variable("route", f"label_values({GW_REQ}, route)", multi=True, include_all=True)],
+        [_variable("route", "label_values(meshserve:slo_error_ratio:rate5m, route)", multi=True, include_all=True)],
+        "Routes measured at the serving workload (a pipeline's business API, a model's servers), the same "
+        "series the SLO alerts read: local stack and cluster alike.",
     )
 
 
@@ -209,10 +245,8 @@ def canary_comparison() -> dict:
     def both(build) -> list[tuple[str, str]]:
         return [(build(v), f"{v} v${v}") for v in ("stable", "canary")]
 
-    def err(v: str) -> str:
-        total = f"rate({INF}_requests_total{{{sel(v)}}}[{RI}])"
-        failed = f'rate({INF}_requests_total{{{sel(v)},outcome!="success"}}[{RI}])'
-        return f"sum({failed}) / sum({total})"
+    def err(v: str) -> str:  # the figure canary analysis gates on (mesh/canary_analysis.py)
+        return queries.version_error_ratio("$model", f"${v}", RI)
 
     mirror = 'model="$model",primary=~"$stable|$canary",mirror=~"$stable|$canary"'
     return _dashboard(
@@ -229,19 +263,11 @@ def canary_comparison() -> dict:
                 ),
                 "percentunit",
             ),
-            _panel("Error rate (non-success share)", both(err), "percentunit"),
+            _panel("Error rate (error, rejected, timeout share)", both(err), "percentunit"),
+            _panel("p95 latency", both(lambda v: queries.version_latency_quantile("$model", f"${v}", 0.95, RI)), "s"),
+            _panel("p99 latency", both(lambda v: queries.version_latency_quantile("$model", f"${v}", 0.99, RI)), "s"),
             _panel(
-                "p95 latency",
-                both(lambda v: _quantile(0.95, f"{INF}_request_duration_seconds", sel(v), "version")),
-                "s",
-            ),
-            _panel(
-                "p99 latency",
-                both(lambda v: _quantile(0.99, f"{INF}_request_duration_seconds", sel(v), "version")),
-                "s",
-            ),
-            _panel(
-                "Top-1 agreement of mirrored answers (canary vs stable)",
+                "Top-1 agreement of mirrored answers (local stack: the embedded gateway mirrors)",
                 [
                     (
                         _ratio(
@@ -255,7 +281,7 @@ def canary_comparison() -> dict:
                 "percentunit",
             ),
             _panel(
-                "Mirrored requests by outcome",
+                "Mirrored requests by outcome (local stack: embedded gateway)",
                 [
                     (
                         _events(
@@ -273,13 +299,15 @@ def canary_comparison() -> dict:
             _variable("stable", f'label_values({INF}_requests_total{{model="$model"}}, version)'),
             _variable("canary", f'label_values({INF}_requests_total{{model="$model"}}, version)'),
         ],
+        "Stable against canary, read at the model servers (local stack and cluster alike). The mirror panels "
+        "come from the local stack's embedded gateway; on a cluster Istio mirrors without comparing answers.",
     )
 
 
 def gateway() -> dict:
     return _dashboard(
         "meshserve-gateway",
-        "meshserve / gateway",
+        "meshserve / gateway (local stack: embedded gateway)",
         [
             _panel(
                 "Requests by route and code",
@@ -333,6 +361,8 @@ def gateway() -> dict:
             _panel("Gateway latency p95 by route", [(_quantile(0.95, GW_DUR, "", "route"), "{{route}}")], "s"),
         ],
         [],
+        "Local stack only: the embedded gateway (`meshserve up`). On a cluster Kong is the edge and this "
+        "gateway does not run; use Kong's and Istio's own dashboards there. SLIs: the service overview.",
     )
 
 
@@ -377,7 +407,7 @@ def gpu() -> dict:
 
 
 BUILDERS = {
-    "service-overview": service_overview,
+    "service-overview": lambda: service_overview(load_spec(check_repository=False)),
     "model-serving": model_serving,
     "canary-comparison": canary_comparison,
     "gateway": gateway,

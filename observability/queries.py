@@ -1,19 +1,34 @@
-"""PromQL building blocks shared by the alert rules, the dashboards' tests and canary analysis.
+"""PromQL building blocks shared by the alert rules, the dashboards and canary analysis.
 
-One place names the metrics and the label matchers, so a rename touches one file. SLIs for a
-route are measured at the edge (the gateway: what users see); per-version figures come from the
-model servers (every request reaches one, whether through a pipeline or direct v2 access).
+One place names the metrics and the label matchers, so a rename touches one file. Every SLI is
+measured at the serving workload, the way Istio's `reporter="destination"` metrics are: the same
+code runs locally and on a cluster, so one set of queries serves both (the embedded gateway runs
+only locally; on a cluster Kong is the edge). A pipeline route is measured by its business API's
+HTTP metrics; a direct model route `/v2/models/<m>/infer` by the model servers' inference metrics,
+summed over versions. Per-version figures come from the model servers too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mesh.spec import MeshSpec
+
 # --- metric names (the contracts in notes/local-stack.md; catalog in observability/METRICS.md)
-GATEWAY_REQUESTS = "meshserve_gateway_requests_total"
-GATEWAY_DURATION = "meshserve_gateway_request_duration_seconds"
-GATEWAY_MIRROR_AGREEMENT = "meshserve_gateway_mirror_agreement_total"
+HTTP_REQUESTS = "meshserve_http_requests_total"
+HTTP_DURATION = "meshserve_http_request_duration_seconds"
 INFERENCE_REQUESTS = "meshserve_inference_requests_total"
 INFERENCE_DURATION = "meshserve_inference_request_duration_seconds"
+GATEWAY_REQUESTS = "meshserve_gateway_requests_total"  # local stack only: the embedded gateway
+GATEWAY_DURATION = "meshserve_gateway_request_duration_seconds"
+GATEWAY_MIRROR_AGREEMENT = "meshserve_gateway_mirror_agreement_total"
 ERROR_CODES = "5.."
+# Outcomes that count against a model route's availability: server errors, timeouts (504) and
+# shed requests (503), as Istio counts every 5xx. The model server also files a 4xx decode error of
+# a known model under `error` (services/modelserver/app.py): counted too, see METRICS.md.
+FAILED_OUTCOMES = "error|rejected|timeout"
 
 
 def quote(value: str) -> str:
@@ -27,30 +42,76 @@ def le_label(seconds: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-# --------------------------------------------------------------------------- route SLIs (gateway)
+# --------------------------------------------------------------------------- route SLIs (workload)
 
 
-def route_error_ratio(route: str, window: str) -> str:
-    """Share of the route's requests answered 5xx over `window` (NaN without traffic)."""
-    sel = f"route={quote(route)}"
-    errors = f'sum(rate({GATEWAY_REQUESTS}{{{sel},code=~"{ERROR_CODES}"}}[{window}]))'
-    return f"({errors} or vector(0)) / sum(rate({GATEWAY_REQUESTS}{{{sel}}}[{window}]))"
+@dataclass(frozen=True)
+class RouteSLI:
+    """Where one route's SLI is read: a request counter and a duration histogram of the workload
+    that serves the route, the matchers that pick the route's requests, and those that pick failures."""
+
+    route: str
+    requests: str
+    duration: str
+    selector: str
+    failed: str
+    source: str  # the workload, for descriptions: "business API digits-classify", "model servers of digits"
 
 
-def route_slow_ratio(route: str, threshold_s: float, window: str) -> str:
+def route_sli(spec: MeshSpec, route: str) -> RouteSLI:
+    """The SLI source of a pipeline route (its business API) or of `/v2/models/<model>/infer`."""
+    for name, pipeline in spec.pipelines.items():
+        if pipeline.route == route:
+            return RouteSLI(
+                route,
+                HTTP_REQUESTS,
+                HTTP_DURATION,
+                f"service={quote(name)},route={quote(route)}",
+                f'code=~"{ERROR_CODES}"',
+                f"business API {name}",
+            )
+    parts = route.strip("/").split("/")
+    if len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "infer" and parts[2] in spec.models:
+        return RouteSLI(
+            route,
+            INFERENCE_REQUESTS,
+            INFERENCE_DURATION,
+            f"model={quote(parts[2])}",
+            f'outcome=~"{FAILED_OUTCOMES}"',
+            f"model servers of {parts[2]}",
+        )
+    raise ValueError(f"{route!r} is neither a pipeline route nor /v2/models/<model>/infer of this spec")
+
+
+def route_error_ratio(sli: RouteSLI, window: str) -> str:
+    """Share of the route's requests that failed over `window` (NaN without traffic)."""
+    failed = f"sum(rate({sli.requests}{{{sli.selector},{sli.failed}}}[{window}]))"
+    return f"({failed} or vector(0)) / sum(rate({sli.requests}{{{sli.selector}}}[{window}]))"
+
+
+def route_slow_ratio(sli: RouteSLI, threshold_s: float, window: str) -> str:
     """Share of the route's requests slower than `threshold_s` (needs a bucket at that bound)."""
-    sel = f"route={quote(route)}"
-    return (
-        f"1 - sum(rate({GATEWAY_DURATION}_bucket{{{sel},le={quote(le_label(threshold_s))}}}[{window}]))"
-        f" / sum(rate({GATEWAY_DURATION}_count{{{sel}}}[{window}]))"
-    )
+    under = f"sum(rate({sli.duration}_bucket{{{sli.selector},le={quote(le_label(threshold_s))}}}[{window}]))"
+    return f"1 - {under} / sum(rate({sli.duration}_count{{{sli.selector}}}[{window}]))"
 
 
-def route_latency_quantile(route: str, quantile: float, window: str) -> str:
-    return (
-        f"histogram_quantile({quantile}, sum by (le) "
-        f"(rate({GATEWAY_DURATION}_bucket{{route={quote(route)}}}[{window}])))"
-    )
+def route_latency_quantile(sli: RouteSLI, quantile: float, window: str) -> str:
+    return f"histogram_quantile({quantile}, sum by (le) (rate({sli.duration}_bucket{{{sli.selector}}}[{window}])))"
+
+
+def route_request_rate(sli: RouteSLI, window: str) -> str:
+    return f"sum(rate({sli.requests}{{{sli.selector}}}[{window}]))"
+
+
+def route_series_absent(sli: RouteSLI) -> str:
+    """Non-empty while the workload exports no request series for the route (a broken scrape, a
+    renamed metric, or no request since the workload started): the SLI cannot be measured."""
+    return f"absent({sli.requests}{{{sli.selector}}})"
+
+
+def route_series(sli: RouteSLI) -> str:
+    """The series `route_series_absent` watches (what must have data while the route serves)."""
+    return f"{sli.requests}{{{sli.selector}}}"
 
 
 # --------------------------------------------------------------------------- per model version
@@ -61,9 +122,9 @@ def version_selector(model: str, version: int | str) -> str:
 
 
 def version_error_ratio(model: str, version: int | str, window: str) -> str:
-    """Share of a version's inference requests that failed on the server side."""
+    """Share of a version's inference requests that failed (the outcomes a model route's SLI counts)."""
     sel = version_selector(model, version)
-    failed = f'sum(rate({INFERENCE_REQUESTS}{{{sel},outcome!="success"}}[{window}]))'
+    failed = f'sum(rate({INFERENCE_REQUESTS}{{{sel},outcome=~"{FAILED_OUTCOMES}"}}[{window}]))'
     return f"({failed} or vector(0)) / sum(rate({INFERENCE_REQUESTS}{{{sel}}}[{window}]))"
 
 

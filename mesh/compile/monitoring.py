@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mesh.compile.names import METRICS_PORT_NAME, Workload, common_labels, namespace, workloads
+from mesh.compile.names import METRICS_PORT_NAME, Workload, common_labels, namespace, version_replicas, workloads
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec
 
@@ -39,6 +39,12 @@ def service_monitor(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, 
     }
 
 
+def minimum_replicas(spec: MeshSpec, env: Environment) -> dict[tuple[str, int], int]:
+    """(model, version) -> the replicas the stack runs at least: its overrides of the spec, which are
+    also KEDA's minReplicaCount (mesh/compile/keda.py). 0 means the version runs no pod here."""
+    return {(model, v): n for model in spec.models for v, n in version_replicas(model, spec, env).items()}
+
+
 def prometheus_rule(spec: MeshSpec, env: Environment) -> dict[str, Any]:
     from observability.alerts import rule_groups  # lazy: observability is another owner's package
 
@@ -46,7 +52,7 @@ def prometheus_rule(spec: MeshSpec, env: Environment) -> dict[str, Any]:
         "apiVersion": MONITORING,
         "kind": "PrometheusRule",
         "metadata": {"name": "meshserve-slos", "namespace": namespace(spec, env), "labels": common_labels("alerts")},
-        "spec": {"groups": rule_groups(spec)},
+        "spec": {"groups": rule_groups(spec, replicas=minimum_replicas(spec, env))},
     }
 
 

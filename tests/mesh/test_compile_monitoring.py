@@ -4,17 +4,19 @@ from observability/alerts.py as one PrometheusRule, the dashboards as Grafana si
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from mesh.compile import k8s, monitoring
-from mesh.compile.settings import Environment, Platform
+from mesh.compile import k8s, keda, monitoring
+from mesh.compile.settings import Environment, Platform, load_stack
 from mesh.spec import load_spec
 from observability.alerts import rule_groups
 from observability.dashboards import load_dashboards
 from tests.mesh.schemas import validate_builtin, validate_custom
 
 SPEC = load_spec()
+ROOT = Path(__file__).resolve().parents[2]  # the Pulumi stack files live at the repository root
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes the API server accepts in one ConfigMap
 
 
@@ -46,8 +48,41 @@ def test_service_monitors_match_a_service_and_a_named_port(istio: bool) -> None:
 def test_prometheus_rule_wraps_the_slo_rule_groups() -> None:
     rule = next(o for o in monitoring.compile_monitoring(SPEC, Environment()) if o["kind"] == "PrometheusRule")
     validate_custom(rule)
-    assert rule["spec"]["groups"] == rule_groups(SPEC)
+    assert rule["spec"]["groups"] == rule_groups(SPEC)  # no overrides: the spec's replicas
     assert len(rule["spec"]["groups"]) >= len(SPEC.slos)
+
+
+def _availability(env: Environment) -> dict[tuple[str, str], str]:
+    rule = next(o for o in monitoring.compile_monitoring(SPEC, env) if o["kind"] == "PrometheusRule")
+    validate_custom(rule)
+    (group,) = [g for g in rule["spec"]["groups"] if g["name"] == "meshserve-availability"]
+    return {(r["alert"], r["labels"]["service"]): r["expr"] for r in group["rules"]}
+
+
+def test_dev_stack_alerts_follow_its_replica_overrides() -> None:
+    """Pulumi.dev.yaml runs resnet-v1 at 0 (no GPU node) and digits-v1 at 1: no alert for a version that
+    runs no pod, and no Degraded alert that a single replica would keep firing."""
+    alerts = _availability(load_stack("dev", ROOT))
+    assert not [key for key in alerts if key[1] == "resnet-v1"]
+    assert alerts[("MeshserveModelVersionDown", "digits-v1")].endswith(" < 1")
+    assert ("MeshserveModelVersionDegraded", "digits-v1") not in alerts
+    assert ("MeshserveModelVersionDown", "digits-v2") in alerts
+
+
+def test_prod_stack_degraded_threshold_is_its_minimum() -> None:
+    alerts = _availability(load_stack("prod", ROOT))
+    assert alerts[("MeshserveModelVersionDegraded", "digits-v1")].endswith(" < 3")  # the stack's 3, not the spec's 2
+    assert ("MeshserveModelVersionDown", "resnet-v1") in alerts
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_alert_minimum_is_kedas_min_replica_count(stack: str) -> None:
+    env = load_stack(stack, ROOT)
+    minimum = monitoring.minimum_replicas(SPEC, env)
+    for scaled in keda.compile_keda(SPEC, env):
+        labels = scaled["metadata"]["labels"]
+        version = int(labels["version"].removeprefix("v"))
+        assert minimum[(labels["app"], version)] == scaled["spec"]["minReplicaCount"]
 
 
 def test_dashboards_become_sidecar_config_maps() -> None:
@@ -69,7 +104,7 @@ def test_wrappers_take_whatever_observability_provides(monkeypatch: pytest.Monke
     import observability.dashboards
 
     fake_groups = [{"name": "fake", "rules": [{"alert": "Fake", "expr": "vector(1) > 0"}]}]
-    monkeypatch.setattr(observability.alerts, "rule_groups", lambda spec: fake_groups)
+    monkeypatch.setattr(observability.alerts, "rule_groups", lambda spec, replicas=None: fake_groups)
     monkeypatch.setattr(observability.dashboards, "load_dashboards", lambda: {"x.json": {"title": "X", "panels": []}})
     objects = monitoring.compile_monitoring(SPEC, Environment())
     assert next(o for o in objects if o["kind"] == "PrometheusRule")["spec"]["groups"] == fake_groups

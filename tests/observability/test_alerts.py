@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from mesh.spec import load_spec, validate_spec
-from observability import alerts
-from services.gateway.metrics import DURATION
+from observability import alerts, queries
+from services.common.telemetry import HTTP_DURATION
+from services.modelserver.metrics import REQUEST_DURATION
 
 SPEC = load_spec(check_repository=False)
 INFER = "/v2/models/digits/infer"
@@ -53,16 +54,54 @@ def test_every_slo_and_every_served_version_has_alerts() -> None:
             ("MeshserveErrorBudgetBurn", None),
             ("MeshserveLatencyBudgetBurn", "0.95"),
             ("MeshserveLatencyBudgetBurn", "0.99"),
+            ("MeshserveSLIMissing", None),
         }, slo.route
     down = {r["labels"]["service"] for r in rules if r.get("alert") == "MeshserveModelVersionDown"}
     assert down == {f"{m}-v{v}" for m, ms in SPEC.models.items() for v, vs in ms.versions.items() if vs.replicas}
 
 
-def test_every_slo_bound_is_a_bucket_of_the_gateway_histogram() -> None:
+@pytest.mark.parametrize("histogram", [HTTP_DURATION, REQUEST_DURATION], ids=lambda h: h._name)
+def test_every_slo_bound_is_a_bucket_of_the_workload_histograms(histogram) -> None:
     """The latency SLIs count requests under the bound: a missing bucket would read as no data."""
-    buckets = set(DURATION._upper_bounds)
-    missing = [b for b in alerts.slo_bucket_bounds(SPEC) if b not in buckets]
-    assert not missing, f"add {missing} to meshserve_gateway_request_duration_seconds buckets"
+    missing = [b for b in alerts.slo_bucket_bounds(SPEC) if b not in set(histogram._upper_bounds)]
+    assert not missing, f"add {missing} to LATENCY_BUCKETS (services/common/telemetry.py)"
+
+
+def test_slis_are_read_at_the_serving_workload() -> None:
+    """A pipeline route from its business API's HTTP metrics, a model route from its model servers;
+    never from the embedded gateway, which a cluster does not run."""
+    classify, infer = queries.route_sli(SPEC, CLASSIFY), queries.route_sli(SPEC, INFER)
+    assert (classify.requests, classify.selector) == (
+        "meshserve_http_requests_total",
+        'service="digits-classify",route="/v1/digits:classify"',
+    )
+    assert (infer.requests, infer.selector, infer.failed) == (
+        "meshserve_inference_requests_total",
+        'model="digits"',
+        'outcome=~"error|rejected|timeout"',
+    )
+    for rule in (r for g in alerts.rule_groups(SPEC) for r in g["rules"]):
+        assert "gateway" not in rule["expr"], rule
+    with pytest.raises(ValueError, match="neither a pipeline route"):
+        queries.route_sli(SPEC, "/v2/models/nope/infer")
+
+
+def test_effective_replicas_decide_the_availability_alerts() -> None:
+    """A version overridden to 0 gets none; the Degraded threshold is the effective minimum."""
+
+    def availability(replicas: dict[tuple[str, int], int]) -> dict[tuple[str, str], str]:
+        (group,) = [g for g in alerts.rule_groups(SPEC, replicas) if g["name"] == "meshserve-availability"]
+        return {(r["alert"], r["labels"]["service"]): r["expr"] for r in group["rules"]}
+
+    dev = availability({("digits", 1): 1, ("resnet", 1): 0})
+    assert not [key for key in dev if key[1] == "resnet-v1"]
+    assert ("MeshserveModelVersionDegraded", "digits-v1") not in dev  # one replica: Down says it all
+    assert dev[("MeshserveModelVersionDown", "digits-v1")].endswith("< 1")
+    prod = availability({("digits", 1): 3})
+    assert prod[("MeshserveModelVersionDegraded", "digits-v1")].endswith("< 3")
+    assert availability({}) == availability(
+        {(m, v): vs.replicas for m, ms in SPEC.models.items() for v, vs in ms.versions.items()}
+    )
 
 
 def test_a_spec_without_slos_still_gets_availability_alerts() -> None:
@@ -86,36 +125,56 @@ def _expected(groups: list[dict[str, Any]], alertname: str, **labels: str) -> li
     return found
 
 
+CLASSIFY_SEL = f'service="digits-classify",route="{CLASSIFY}"'
+HTTP, INF = "meshserve_http_request_duration_seconds", "meshserve_inference_request_duration_seconds"
+
+
+def _healthy(route: str, n: int = 120) -> list[tuple[str, str]]:
+    """A route's workload series with every answer fast and successful."""
+    grow = f"0+100x{n}"
+    if route == INFER:
+        return [
+            ('meshserve_inference_requests_total{model="digits",version="1",outcome="success"}', grow),
+            (f'{INF}_bucket{{model="digits",version="1",le="0.025"}}', grow),
+            (f'{INF}_bucket{{model="digits",version="1",le="0.1"}}', grow),
+            (f'{INF}_count{{model="digits",version="1"}}', grow),
+        ]
+    return [
+        (f'meshserve_http_requests_total{{{CLASSIFY_SEL},method="POST",code="200"}}', grow),
+        (f'{HTTP}_bucket{{{CLASSIFY_SEL},le="0.05"}}', grow),
+        (f'{HTTP}_bucket{{{CLASSIFY_SEL},le="0.15"}}', grow),
+        (f"{HTTP}_count{{{CLASSIFY_SEL}}}", grow),
+    ]
+
+
+def _up(counts: dict[str, int]) -> list[tuple[str, str]]:
+    return [(f'up{{service="{s}",instance="{s}-{i}"}}', "1x120") for s, count in counts.items() for i in range(count)]
+
+
 def _series() -> list[dict[str, str]]:
-    """Two hours at 1 sample/min. The infer route fails 1 request in 11 (a fast burn) with every answer
-    under 25 ms; the classify route never fails but 90% of its answers take over 150 ms. digits-v1 has
-    one of its two replicas up, digits-v2 and resnet-v1 none."""
+    """Two hours at 1 sample/min, as the workloads export them. The infer route fails 1 request in 11
+    (v2 sheds them: 503 `rejected`, summed over versions) with every answer under 25 ms; the classify
+    route never fails (its 400s and the readiness probe's 503s are not its failures) but 90% of its
+    answers take over 150 ms. digits-v1 has one of its two replicas up, digits-v2 and resnet-v1 none."""
     n = 120
-    infer = f'route="{INFER}",upstream="digits",version="1"'
-    classify = f'route="{CLASSIFY}",upstream="digits-classify"'
+    v1, v2 = 'model="digits",version="1"', 'model="digits",version="2"'
     series = [
-        (f'meshserve_gateway_requests_total{{{infer},code="200"}}', f"0+100x{n}"),
-        (f'meshserve_gateway_requests_total{{{infer},code="503"}}', f"0+10x{n}"),
-        (f'meshserve_gateway_requests_total{{{classify},version="1",code="200"}}', f"0+100x{n}"),
+        (f'meshserve_inference_requests_total{{{v1},outcome="success"}}', f"0+100x{n}"),
+        (f'meshserve_inference_requests_total{{{v2},outcome="rejected"}}', f"0+10x{n}"),
+        (f'meshserve_http_requests_total{{{CLASSIFY_SEL},method="POST",code="200"}}', f"0+100x{n}"),
+        (f'meshserve_http_requests_total{{{CLASSIFY_SEL},method="POST",code="400"}}', f"0+5x{n}"),
+        (
+            'meshserve_http_requests_total{service="digits-classify",route="/ready",method="GET",code="503"}',
+            f"0+50x{n}",
+        ),
     ]
     for le in ("0.025", "0.05", "0.1", "0.15", "+Inf"):
-        series.append(
-            (
-                f'meshserve_gateway_request_duration_seconds_bucket{{route="{INFER}",upstream="digits",le="{le}"}}',
-                f"0+110x{n}",
-            )
-        )
-        slow = le == "+Inf"
-        series.append(
-            (
-                f'meshserve_gateway_request_duration_seconds_bucket{{{classify},le="{le}"}}',
-                f"0+{100 if slow else 10}x{n}",
-            )
-        )
-    series.append(
-        (f'meshserve_gateway_request_duration_seconds_count{{route="{INFER}",upstream="digits"}}', f"0+110x{n}")
-    )
-    series.append((f"meshserve_gateway_request_duration_seconds_count{{{classify}}}", f"0+100x{n}"))
+        series.append((f'{INF}_bucket{{{v1},le="{le}"}}', f"0+100x{n}"))
+        series.append((f'{INF}_bucket{{{v2},le="{le}"}}', f"0+10x{n}"))
+        series.append((f'{HTTP}_bucket{{{CLASSIFY_SEL},le="{le}"}}', f"0+{100 if le == '+Inf' else 10}x{n}"))
+    series.append((f"{INF}_count{{{v1}}}", f"0+100x{n}"))
+    series.append((f"{INF}_count{{{v2}}}", f"0+10x{n}"))
+    series.append((f"{HTTP}_count{{{CLASSIFY_SEL}}}", f"0+100x{n}"))
     series.append(('up{service="digits-v1",instance="digits-v1-0"}', f"1x{n}"))
     series.append(('up{service="digits-v1",instance="digits-v1-1"}', f"0x{n}"))
     return [{"series": s, "values": v} for s, v in series]
@@ -125,8 +184,13 @@ def _series() -> list[dict[str, str]]:
 def test_promtool_unit_tests_fire_and_stay_quiet(rules_file: Path, tmp_path: Path) -> None:
     groups = alerts.rule_groups(SPEC)
     at = "90m"
-    healthy = f'route="{INFER}",upstream="digits"'
-    histogram, grow = "meshserve_gateway_request_duration_seconds", "0+100x120"
+    kinds = (
+        "MeshserveErrorBudgetBurn",
+        "MeshserveLatencyBudgetBurn",
+        "MeshserveModelVersionDown",
+        "MeshserveModelVersionDegraded",
+        "MeshserveSLIMissing",
+    )
     cases = [
         # fires: errors on the infer route, in all four windows (the ratio is constant and high)
         ("MeshserveErrorBudgetBurn", _expected(groups, "MeshserveErrorBudgetBurn", route=INFER)),
@@ -139,7 +203,11 @@ def test_promtool_unit_tests_fire_and_stay_quiet(rules_file: Path, tmp_path: Pat
             _expected(groups, "MeshserveModelVersionDown", service="digits-v2")
             + _expected(groups, "MeshserveModelVersionDown", service="resnet-v1"),
         ),
+        ("MeshserveSLIMissing", []),  # both routes' series exist
     ]
+    missing = _expected(groups, "MeshserveSLIMissing", route=INFER)
+    for alert in missing:  # absent() keeps the selector's equality matchers as labels
+        alert["exp_labels"]["model"] = "digits"
     tests = [
         {
             "interval": "1m",
@@ -150,24 +218,23 @@ def test_promtool_unit_tests_fire_and_stay_quiet(rules_file: Path, tmp_path: Pat
             # quiet: the same rules over healthy series (no errors, all fast, every replica up)
             "interval": "1m",
             "input_series": [
-                {"series": f'meshserve_gateway_requests_total{{{healthy},version="1",code="200"}}', "values": grow},
-                {"series": f'{histogram}_bucket{{{healthy},le="0.025"}}', "values": grow},
-                {"series": f'{histogram}_bucket{{{healthy},le="0.1"}}', "values": grow},
-                {"series": f"{histogram}_count{{{healthy}}}", "values": grow},
-                *(
-                    {"series": f'up{{service="{s}",instance="{s}-{i}"}}', "values": "1x120"}
-                    for s, count in (("digits-v1", 2), ("digits-v2", 1), ("resnet-v1", 1))
-                    for i in range(count)
-                ),
+                {"series": s, "values": v}
+                for s, v in [
+                    *_healthy(INFER),
+                    *_healthy(CLASSIFY),
+                    *_up({"digits-v1": 2, "digits-v2": 1, "resnet-v1": 1}),
+                ]
             ],
+            "alert_rule_test": [{"eval_time": at, "alertname": name, "exp_alerts": []} for name in kinds],
+        },
+        {
+            # the guard: the model servers' series are gone (a broken scrape), classify still reports
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in _healthy(CLASSIFY)],
             "alert_rule_test": [
-                {"eval_time": at, "alertname": name, "exp_alerts": []}
-                for name in (
-                    "MeshserveErrorBudgetBurn",
-                    "MeshserveLatencyBudgetBurn",
-                    "MeshserveModelVersionDown",
-                    "MeshserveModelVersionDegraded",
-                )
+                {"eval_time": "9m", "alertname": "MeshserveSLIMissing", "exp_alerts": []},  # pending, `for: 10m`
+                {"eval_time": at, "alertname": "MeshserveSLIMissing", "exp_alerts": missing},
+                {"eval_time": at, "alertname": "MeshserveErrorBudgetBurn", "exp_alerts": []},
             ],
         },
     ]

@@ -57,7 +57,10 @@ def loaded(stack: LocalStack) -> str:
         assert all(infer(client, stack, i, **{"x-model-version": "2"}).status_code == 200 for i in range(20))
     assert pipeline.codes.get(200, 0) >= 150 and direct.codes.get(200, 0) >= 150, (pipeline.codes, direct.codes)
     until(
-        lambda: query(prometheus, 'sum(meshserve_gateway_requests_total{route="/v1/digits:classify"}) >= 150'),
+        lambda: query(
+            prometheus,
+            'sum(meshserve_http_requests_total{service="digits-classify",route="/v1/digits:classify"}) >= 150',
+        ),
         20,
         "Prometheus to scrape the load",
     )
