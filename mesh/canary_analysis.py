@@ -3,12 +3,28 @@
 At each step the canary's weight is set (mesh/canary.py's `set_weights`, written through its
 validated atomic `apply_to_file`), traffic is mirrored to the other version (`traffic.mirror`, 100%:
 the stable's answers are shadowed on the canary; at 100% the canary's on the stable), and after the
-hold Prometheus compares canary against stable over the hold window: error ratio and p95 latency
-from the model servers' `meshserve_inference_*`, and top-1 agreement on the same inputs from the
-gateway's `meshserve_gateway_mirror_agreement_total`. Every step passing promotes the canary;
-the first breach (or a step without enough data to judge) rolls back to the stable version.
-The original mirror setting is restored either way, and a JSON + Markdown report records each
-step's figures. The PromQL is observability/queries.py's, so a cluster's Prometheus serves too.
+hold Prometheus compares canary against stable: error ratio and p95 latency from the model
+servers' `meshserve_inference_*`, and top-1 agreement on the same inputs from the gateway's
+`meshserve_gateway_mirror_agreement_total`. Every step passing promotes the canary (it becomes
+`traffic.stable`); the first breach (or a step without enough data to judge) rolls back to the
+stable version. The original mirror setting is restored either way, and a JSON + Markdown report
+records each step's figures. The PromQL is observability/queries.py's, so a cluster's Prometheus
+serves too.
+
+Applying: locally the gateway watches mesh.yaml, so editing it is enough. On a cluster nothing
+reads the file: `--apply CMD` (e.g. `pulumi up --yes --skip-preview`) runs through the shell after
+every edit, the final one included, with MESHSERVE_SPEC naming the spec; it must exit 0, else the
+analysis stops, rolls the spec back and runs CMD once more to apply the rollback.
+
+Windows: Prometheus only knows what it has scraped. After each shift the analysis waits a settle
+of at least two scrape intervals (the last sample of the old weights is then behind the window),
+then judges over a window of at least four scrape intervals (the rule of thumb for rate(): enough
+samples even with a missed scrape), or the hold if longer. The scrape interval is refused above
+5 minutes: a 20-minute window per step is no longer a canary step.
+
+Agreement: only the embedded gateway (the local stack) compares the mirror's answers; Istio's
+Envoy mirrors fire-and-forget, so on a cluster there is no agreement data and `--agreement skip`
+judges on errors and latency alone (the report says so).
 
 Like Flagger and Argo Rollouts it shifts and judges; unlike them it compares predictions.
 """
@@ -16,11 +32,15 @@ Like Flagger and Argo Rollouts it shifts and judges; unlike them it compares pre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +52,22 @@ from mesh.spec import format_duration, parse_duration, parse_version, read_yaml
 from observability import queries
 
 PROMETHEUS_URL_ENV = "MESHSERVE_PROMETHEUS_URL"
+LOCAL_SCRAPE_INTERVAL = "5s"  # observability/prometheus.py's default for the local stack
+MAX_SCRAPE_INTERVAL_S = 300.0
+AGREEMENT_MODES = ("required", "skip")
+NO_AGREEMENT_HINT = (
+    "no mirrored comparisons: top-1 agreement is counted by the embedded gateway (the local stack), "
+    "which compares the mirror's answer with the primary's; a cluster's Istio mirrors without comparing, "
+    "so pass --agreement skip there to judge on errors and latency alone"
+)
+
+
+class ApplyError(RuntimeError):
+    """The --apply command failed: the cluster may not run what the spec says."""
+
+
+class PrometheusError(RuntimeError):
+    """A query could not be answered (unreachable, HTTP or PromQL error)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +98,21 @@ class Check:
     bound: str
     observed: str
     passed: bool
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long each step waits and what it judges (see the module docstring)."""
+
+    hold_s: float
+    scrape_interval_s: float
+    settle_s: float
+    window_s: int
+
+    @property
+    def window(self) -> str:
+        return f"{self.window_s}s"
 
 
 @dataclass
@@ -85,8 +136,14 @@ class Report:
     steps_planned: list[int]
     hold: str
     thresholds: Thresholds
+    scrape_interval: str = LOCAL_SCRAPE_INTERVAL
+    settle: str = ""
+    window: str = ""
+    agreement: str = "required"  # required | skipped
+    apply: str | None = None
     steps: list[Step] = field(default_factory=list)
-    outcome: str = "running"  # promoted | rolled back
+    outcome: str = "running"  # promoted | rolled back | rollback not applied
+    failure: str | None = None  # why it stopped early (--apply or Prometheus), when it did
 
 
 # --------------------------------------------------------------------------- pure part
@@ -144,8 +201,16 @@ def final_edit(model: str, version: int, mirror: dict[str, Any] | None) -> Calla
     return edit
 
 
-def window_for(hold_s: float) -> str:
-    return f"{max(2, math.ceil(hold_s))}s"
+def timing(hold_s: float, scrape_interval_s: float) -> Timing:
+    """Settle >= 2 scrape intervals (>= 1 s), window >= 4 scrape intervals and >= the hold (whole s, >= 2)."""
+    if not 0 < scrape_interval_s <= MAX_SCRAPE_INTERVAL_S:
+        raise ValueError(
+            f"--scrape-interval {format_duration(scrape_interval_s)}: "
+            f"write the Prometheus scrape interval, above 0 and at most {format_duration(MAX_SCRAPE_INTERVAL_S)}"
+        )
+    settle = max(1.0, 2 * scrape_interval_s)
+    window = max(2, math.ceil(hold_s), math.ceil(4 * scrape_interval_s))
+    return Timing(hold_s, scrape_interval_s, settle, window)
 
 
 def promql(model: str, stable: int, canary_version: int, window: str) -> dict[str, str]:
@@ -162,8 +227,11 @@ def promql(model: str, stable: int, canary_version: int, window: str) -> dict[st
     }
 
 
-def judge(figures: Figures, limits: Thresholds) -> list[Check]:
-    """Canary against stable. A NaN (no data) never passes: an unjudged step is not a healthy one."""
+def judge(figures: Figures, limits: Thresholds, agreement: bool = True) -> list[Check]:
+    """Canary against stable. A NaN (no data) never passes: an unjudged step is not a healthy one.
+
+    Without `agreement` the two mirror checks are left out (a cluster's mesh does not compare answers).
+    """
 
     def ok(value: float, test: Callable[[float], bool]) -> bool:
         return not math.isnan(value) and test(value)
@@ -175,7 +243,7 @@ def judge(figures: Figures, limits: Thresholds) -> list[Check]:
         latency_text = "no stable data"
     else:
         latency_text = f"<= {latency_bound * 1000:.2f}ms (stable {f.stable_p95_s * 1000:.2f}ms)"
-    return [
+    checks = [
         Check(
             "canary requests",
             f">= {limits.min_requests}",
@@ -194,11 +262,18 @@ def judge(figures: Figures, limits: Thresholds) -> list[Check]:
             f"{f.canary_p95_s * 1000:.2f}ms",
             ok(f.canary_p95_s, lambda v: not math.isnan(latency_bound) and v <= latency_bound),
         ),
+    ]
+    if not agreement:
+        return checks
+    no_data = math.isnan(f.compared) or f.compared == 0
+    return [
+        *checks,
         Check(
             "mirrored comparisons",
             f">= {limits.min_compared}",
             f"{f.compared:.0f}",
             ok(f.compared, lambda v: v >= limits.min_compared),
+            NO_AGREEMENT_HINT if no_data else "",
         ),
         Check(
             "top-1 agreement",
@@ -213,8 +288,17 @@ def render_markdown(report: Report) -> str:
     lines = [
         f"# Canary analysis: {report.model} v{report.canary} against v{report.stable}",
         "",
-        f"Outcome: **{report.outcome}**. Steps {report.steps_planned}, hold {report.hold} each.",
+        f"Outcome: **{report.outcome}**. Steps {report.steps_planned}, hold {report.hold} each: "
+        f"a settle of {report.settle}, then a {report.window} window (scrape interval {report.scrape_interval}).",
         "",
+    ]
+    if report.failure:
+        lines += [f"Stopped early: {report.failure}", ""]
+    if report.apply:
+        lines += [f"Applied after every edit with `{report.apply}`.", ""]
+    if report.agreement == "skipped":
+        lines += ["Top-1 agreement: **skipped** (`--agreement skip`): judged on errors and latency alone.", ""]
+    lines += [
         "| step | mirror to | check | bound | observed | verdict |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
@@ -224,6 +308,8 @@ def render_markdown(report: Report) -> str:
             lines.append(
                 f"| {step.weight}% | v{step.mirror_to} | {check.name} | {check.bound} | {check.observed} | {verdict} |"
             )
+    hints = sorted({c.hint for step in report.steps for c in step.checks if c.hint and not c.passed})
+    lines += [""] + [f"Note: {hint}." for hint in hints]
     lines += ["", "Thresholds: " + ", ".join(f"{k}={v}" for k, v in asdict(report.thresholds).items()), ""]
     return "\n".join(lines)
 
@@ -232,13 +318,16 @@ def render_markdown(report: Report) -> str:
 
 
 def query_scalar(prometheus: str, expr: str, timeout: float = 10.0) -> float:
-    """One instant query -> a float (NaN for an empty vector); raises on an HTTP or PromQL error."""
+    """One instant query -> a float (NaN for an empty vector); PrometheusError when it cannot be answered."""
     import httpx
 
-    reply = httpx.get(f"{prometheus.rstrip('/')}/api/v1/query", params={"query": expr}, timeout=timeout)
-    body = reply.json()
+    try:
+        reply = httpx.get(f"{prometheus.rstrip('/')}/api/v1/query", params={"query": expr}, timeout=timeout)
+        body = reply.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise PrometheusError(f"Prometheus at {prometheus} did not answer {expr!r}: {exc}") from None
     if reply.status_code != 200 or body.get("status") != "success":
-        raise RuntimeError(f"Prometheus rejected {expr!r}: {body.get('error', reply.text)}")
+        raise PrometheusError(f"Prometheus rejected {expr!r}: {body.get('error', reply.text)}")
     result = body["data"]["result"]
     return float(result[0]["value"][1]) if result else math.nan
 
@@ -248,6 +337,46 @@ def measure(prometheus: str, model: str, stable: int, canary_version: int, windo
     return Figures(**values)
 
 
+def run_apply(command: str, spec_path: Path, log: Callable[[str], None], timeout_s: float) -> None:
+    """Run `--apply` through the shell (MESHSERVE_SPEC = the spec), its output to `log` line by line.
+
+    Its own process group, so a timeout or Ctrl-C stops what it started too; non-zero exit -> ApplyError.
+    """
+    log(f"  $ {command}")
+    child = subprocess.Popen(
+        command,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        env={**os.environ, "MESHSERVE_SPEC": str(spec_path.resolve())},
+    )
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout_s, kill)
+    timer.start()
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            log(f"  | {line.rstrip()}")
+        code = child.wait()
+    except BaseException:
+        kill()
+        child.wait()
+        raise
+    finally:
+        timer.cancel()
+    if code != 0:
+        why = f"was stopped after {format_duration(timeout_s)}" if code == -signal.SIGKILL else f"exited {code}"
+        raise ApplyError(f"--apply {command!r} {why}")
+
+
 def advance(
     spec_path: Path,
     model: str,
@@ -255,40 +384,83 @@ def advance(
     steps: list[int],
     *,
     hold_s: float,
+    scrape_interval_s: float,
     prometheus: str,
     limits: Thresholds = Thresholds(),
-    settle_s: float = 1.0,
+    agreement: str = "required",
+    apply: str | None = None,
+    apply_timeout_s: float = 600.0,
+    measure: Callable[[str, str, int, int, str], Figures] = measure,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
 ) -> Report:
-    """Run the analysis, leaving the spec promoted or rolled back; returns the report."""
+    """Run the analysis, leaving the spec (and, with `apply`, the cluster) promoted or rolled back."""
+    if agreement not in AGREEMENT_MODES:
+        raise ValueError(f"--agreement {agreement!r}: one of {', '.join(AGREEMENT_MODES)}")
+    plan = timing(hold_s, scrape_interval_s)
     doc = read_yaml(spec_path)
     stable = canary.stable_version(doc, model)
     if stable == canary_version:
         raise canary.CanaryError(f"v{canary_version} is already the stable version of {model}: nothing to advance")
     canary.current_weights(doc, model)  # validates the model name
     original_mirror = current_mirror(doc, model)
-    report = Report(model, stable, canary_version, steps, format_duration(hold_s), limits)
-    window = window_for(hold_s)
+    report = Report(
+        model,
+        stable,
+        canary_version,
+        steps,
+        format_duration(hold_s),
+        limits,
+        scrape_interval=format_duration(scrape_interval_s),
+        settle=format_duration(plan.settle_s),
+        window=plan.window,
+        agreement="required" if agreement == "required" else "skipped",
+        apply=apply,
+    )
+
+    def shift(edit: Callable[[Any], Any]) -> None:
+        canary.apply_to_file(spec_path, edit)
+        if apply:
+            run_apply(apply, spec_path, log, apply_timeout_s)
+
+    promoted = False
     try:
         for weight in steps:
-            canary.apply_to_file(spec_path, step_edit(model, stable, canary_version, weight))
             mirror_to = stable if weight == 100 else canary_version
-            log(f"step {weight}%: v{canary_version} at {weight}%, mirrored to v{mirror_to}, hold {report.hold}")
-            sleep(settle_s + hold_s)
-            figures = measure(prometheus, model, stable, canary_version, window)
-            step = Step(weight, mirror_to, window, figures, judge(figures, limits))
+            log(f"step {weight}%: v{canary_version} at {weight}%, mirrored to v{mirror_to}")
+            shift(step_edit(model, stable, canary_version, weight))
+            log(f"  settle {report.settle}, then judge over {plan.window}")
+            sleep(plan.settle_s + plan.window_s)
+            figures = measure(prometheus, model, stable, canary_version, plan.window)
+            step = Step(weight, mirror_to, plan.window, figures, judge(figures, limits, agreement == "required"))
             report.steps.append(step)
             for check in step.checks:
                 log(f"  {'pass' if check.passed else 'FAIL'}  {check.name}: {check.observed} (bound {check.bound})")
+                if check.hint and not check.passed:
+                    log(f"        {check.hint}")
             if not step.passed:
                 break
+        else:
+            shift(final_edit(model, canary_version, original_mirror))
+            promoted = True
+    except (ApplyError, PrometheusError) as exc:
+        report.failure = str(exc)
+        log(f"stopped: {exc}")
     finally:
-        healthy = bool(report.steps) and len(report.steps) == len(steps) and report.steps[-1].passed
-        winner = canary_version if healthy else stable
-        canary.apply_to_file(spec_path, final_edit(model, winner, original_mirror))
-        report.outcome = "promoted" if healthy else "rolled back"
-        log(f"{report.outcome}: {model} v{winner} takes all the traffic")
+        if promoted:
+            report.outcome = "promoted"
+        else:
+            try:
+                shift(final_edit(model, stable, original_mirror))
+                report.outcome = "rolled back"
+            except ApplyError as exc:
+                report.outcome = "rollback not applied"
+                report.failure = "; ".join(filter(None, [report.failure, f"the rollback's {exc}"]))
+        winner = canary_version if promoted else stable
+        if report.outcome == "rollback not applied":
+            log(f"ROLLBACK NOT APPLIED: the spec gives {model} v{winner} all the traffic, but {report.failure}")
+        else:
+            log(f"{report.outcome}: {model} v{winner} takes all the traffic")
     return report
 
 
@@ -313,6 +485,13 @@ def default_prometheus() -> str | None:
     return url_file.read_text().strip() if url_file.exists() else None
 
 
+def default_scrape_interval() -> str:
+    """The local stack's: MESHSERVE_SCRAPE_INTERVAL, else observability/prometheus.py's 5s."""
+    from observability.prometheus import SCRAPE_INTERVAL_ENV
+
+    return os.environ.get(SCRAPE_INTERVAL_ENV) or LOCAL_SCRAPE_INTERVAL
+
+
 def _run(args: argparse.Namespace) -> int:
     from mesh.spec import SpecError
 
@@ -327,13 +506,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         version = parse_version(args.version)
         steps = parse_steps(args.steps)
-        hold = parse_duration(args.hold)
         report = advance(
             Path(args.spec),
             args.model,
             version,
             steps,
-            hold_s=hold,
+            hold_s=parse_duration(args.hold),
+            scrape_interval_s=parse_duration(args.scrape_interval or default_scrape_interval()),
             prometheus=prometheus,
             limits=Thresholds(
                 max_error_increase=args.max_error_increase,
@@ -343,6 +522,9 @@ def _run(args: argparse.Namespace) -> int:
                 min_requests=args.min_requests,
                 min_compared=args.min_compared,
             ),
+            agreement=args.agreement,
+            apply=args.apply,
+            apply_timeout_s=parse_duration(args.apply_timeout),
         )
     except (canary.CanaryError, SpecError, ValueError) as exc:
         print(f"meshserve canary advance: {exc}", file=sys.stderr)
@@ -350,7 +532,9 @@ def _run(args: argparse.Namespace) -> int:
     out = args.report or Path("runs") / f"canary-{args.model}-v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
     json_path, md_path = write_report(report, Path(out))
     print(f"report: {json_path} and {md_path}")
-    return 0 if report.outcome == "promoted" else 1
+    if report.failure:
+        print(f"meshserve canary advance: {report.outcome}: {report.failure}", file=sys.stderr)
+    return {"promoted": 0, "rolled back": 1}.get(report.outcome, 3)
 
 
 def register_canary(ops: argparse._SubParsersAction) -> None:
@@ -359,13 +543,39 @@ def register_canary(ops: argparse._SubParsersAction) -> None:
         "advance",
         help="shift traffic to a canary step by step, judge it in Prometheus, promote or roll back",
         description=__doc__.splitlines()[0],
+        epilog="exit status: 0 promoted, 1 rolled back, 2 refused (bad arguments), 3 rolled back in the spec "
+        "but --apply failed to apply the rollback",
     )
     parser.add_argument("model")
     parser.add_argument("version", help="the canary version, e.g. v2")
     parser.add_argument("--steps", default="5,25,50,100", help="canary weights in order (default 5,25,50,100)")
-    parser.add_argument("--hold", default="30s", help="time at each step before judging (the query window)")
+    parser.add_argument(
+        "--hold", default="30s", help="time judged at each step (at least 4 scrape intervals are; default 30s)"
+    )
     parser.add_argument(
         "--prometheus", default=None, help=f"Prometheus URL (default: ${PROMETHEUS_URL_ENV} or the local stack's)"
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        default=None,
+        help="Prometheus's scrape interval, which sets the settle (2x) and the minimum window (4x); default "
+        "$MESHSERVE_SCRAPE_INTERVAL or the local stack's 5s; a cluster's ServiceMonitors scrape every 15s",
+    )
+    parser.add_argument(
+        "--apply",
+        default=None,
+        metavar="CMD",
+        help="shell command run after every spec edit (a cluster: e.g. 'pulumi up --yes --skip-preview'); "
+        "its failure stops the analysis and rolls back (CMD runs again for the rollback). Not needed locally: "
+        "the gateway watches mesh.yaml",
+    )
+    parser.add_argument("--apply-timeout", default="10m", help="stop CMD after this long (a failure; default 10m)")
+    parser.add_argument(
+        "--agreement",
+        choices=AGREEMENT_MODES,
+        default="required",
+        help="top-1 agreement on mirrored inputs: required (the local stack's gateway compares them) or skip "
+        "(a cluster's Istio mirrors without comparing)",
     )
     parser.add_argument("--max-error-increase", type=float, default=limits.max_error_increase)
     parser.add_argument("--max-latency-ratio", type=float, default=limits.max_latency_ratio)
