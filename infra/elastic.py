@@ -27,6 +27,7 @@ class Logging(pulumi.ComponentResource):
         apm_token: pulumi.Output,
         workload_namespace: str,
         namespace_ready: list[pulumi.Resource],
+        storage: list[pulumi.Resource],
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("meshserve:infra:Logging", name, None, opts)
@@ -51,5 +52,11 @@ class Logging(pulumi.ComponentResource):
             )
         ]
         after = [self.operator, *self.namespace, self.admin_secret, self.apm_token_secret]
-        self.objects = apply_objects(rest, pulumi.ResourceOptions(parent=self, depends_on=after))
+        # Elasticsearch's PVCs need a default StorageClass (on EKS: gp3 through the EBS CSI add-on).
+        self.objects = [
+            apply_object(
+                o, pulumi.ResourceOptions(parent=self, depends_on=after + storage * (o["kind"] == "Elasticsearch"))
+            )
+            for o in rest
+        ]
         self.register_outputs({})

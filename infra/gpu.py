@@ -12,13 +12,26 @@ from mesh.compile.settings import Environment
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
+def node_affinity(selector: dict[str, str]) -> dict:
+    """Replaces the device plugin chart's default affinity, which requires NFD/GFD labels
+    (feature.node.kubernetes.io/pci-10de.present, nvidia.com/gpu.present) that EKS nodes lack unless
+    labelled: Helm replaces lists, so this one term is the whole requirement."""
+    expressions = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(selector.items())]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
+        }
+    }
+
+
 class Gpu(pulumi.ComponentResource):
     def __init__(
         self, name: str, env: Environment, monitoring: pulumi.Resource | None, opts: pulumi.ResourceOptions
     ) -> None:
         super().__init__("meshserve:infra:Gpu", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        placement = {"nodeSelector": dict(env.gpu_node_selector), "tolerations": [GPU_TOLERATION]}
+        selector = dict(env.gpu_node_selector)
+        placement = {"nodeSelector": selector, "tolerations": [GPU_TOLERATION], "affinity": node_affinity(selector)}
         c = charts.NVIDIA_DEVICE_PLUGIN
         self.device_plugin = release("nvidia-device-plugin", c.chart, c.version, c.repo, "nvidia", placement, child)
         c = charts.DCGM_EXPORTER

@@ -23,6 +23,7 @@ BUILTIN = {
     "policy/v1": "policy.v1",
     "networking.k8s.io/v1": "networking.v1",
     "rbac.authorization.k8s.io/v1": "rbac.v1",
+    "storage.k8s.io/v1": "storage.v1",
 }
 
 

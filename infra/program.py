@@ -18,6 +18,7 @@ from infra.mesh import Mesh, TrafficPolicies
 from infra.monitoring import Monitoring
 from infra.workloads import Workloads
 from mesh.compile import compile_all
+from mesh.compile.k8s import with_role_arn
 from mesh.spec import load_spec
 
 
@@ -40,11 +41,14 @@ def main() -> Stack:
     spec = load_spec(spec_path())
     groups = compile_all(spec, env)
 
-    cluster = Cluster("cluster", env)
-    on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
-
     core = groups["core"]
     namespace = next(o for o in core if o["kind"] == "Namespace")
+    cluster = Cluster("cluster", env, namespace["metadata"]["name"])
+    on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
+    # IRSA for the model sync: config's modelStore.roleArn wins, else the role this stack makes (prod).
+    reader_arn = env.model_store.role_arn or cluster.model_reader_arn
+    if reader_arn is not None:
+        core = [with_role_arn(o, reader_arn) if o["kind"] == "ServiceAccount" else o for o in core]
     mesh = Mesh("mesh", env, namespace, groups["istio"], on_cluster)
     monitoring = (
         Monitoring("monitoring", env, groups["monitoring"], secrets.grafana_admin_password, mesh.ready, on_cluster)
@@ -60,6 +64,7 @@ def main() -> Stack:
             secrets.apm_token,
             namespace["metadata"]["name"],
             mesh.ready,
+            cluster.storage,
             on_cluster,
         )
         if env.platform.logging

@@ -46,6 +46,7 @@ SPEC_CONFIGMAP = "meshserve-spec"
 CONFIG_DIR = "/etc/meshserve"
 MODELS_DIR = "/models"
 RUN_AS = 10001
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 PLAIN_METRICS_PORT = 9100  # Service port for /metrics when no Istio agent merges metrics
 
 
@@ -97,10 +98,17 @@ def config_map(spec: MeshSpec, env: Environment) -> dict[str, Any]:
     }
 
 
+def with_role_arn(service_account: dict[str, Any], role_arn: Any) -> dict[str, Any]:
+    """The ServiceAccount annotated for IRSA (`role_arn` may be a Pulumi Output: infra/ makes the role)."""
+    meta = service_account["metadata"]
+    annotations = {**meta.get("annotations", {}), IRSA_ANNOTATION: role_arn}
+    return {**service_account, "metadata": {**meta, "annotations": annotations}}
+
+
 def service_account(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
     annotations = {}
     if env.model_store.type == "s3" and env.model_store.role_arn:
-        annotations["eks.amazonaws.com/role-arn"] = env.model_store.role_arn  # IRSA: read the bucket
+        annotations[IRSA_ANNOTATION] = env.model_store.role_arn  # IRSA: read the bucket
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",

@@ -132,6 +132,8 @@ def filebeat(env: Environment) -> dict[str, Any]:
         "dnsPolicy": "ClusterFirstWithHostNet",
         "hostNetwork": True,
         "securityContext": {"runAsUser": 0},  # reads the node's log files
+        # Every node, tainted ones included (the GPU pool's nvidia.com/gpu taint): else GPU pods' logs stay there.
+        "tolerations": [{"operator": "Exists"}],
         "containers": [
             {
                 "name": "filebeat",

@@ -31,6 +31,8 @@ SECRET_VALUES = [
     "elastic-pw-3a9f7c1e5d2b",
     "apm-token-7c4e1a9f2b6d",
 ]
+OIDC_ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/MOCKED0IDC"
+OIDC_PROVIDER_ARN = f"arn:aws:iam::123456789012:oidc-provider/{OIDC_ISSUER}"
 EKS_KUBECONFIG = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "mock"}]}
 
 
@@ -51,11 +53,20 @@ class Registration:
         return self.type.rsplit(":", 1)[-1]
 
 
+def role_arn(name: str) -> str:
+    return f"arn:aws:iam::123456789012:role/{name}"
+
+
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
         if args.typ == "eks:index:Cluster":
             state["kubeconfig"] = EKS_KUBECONFIG  # a remote component: the mock supplies its outputs
+            state["oidcProviderArn"] = OIDC_PROVIDER_ARN
+            state["oidcIssuer"] = OIDC_ISSUER
+        if args.typ == "aws:iam/role:Role":
+            state["arn"] = role_arn(args.name)
+            state["name"] = args.name
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):

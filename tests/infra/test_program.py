@@ -16,6 +16,8 @@ from mesh.compile import compile_all, flatten
 from mesh.compile.settings import load_stack
 from mesh.spec import load_spec
 from tests.infra.harness import (
+    OIDC_ISSUER,
+    OIDC_PROVIDER_ARN,
     ROOT,
     SECRET_SIG,
     SECRET_VALUE,
@@ -23,6 +25,7 @@ from tests.infra.harness import (
     SECRETS,
     Registration,
     Run,
+    role_arn,
     run_program,
 )
 
@@ -78,6 +81,8 @@ def test_inventory_is_exactly_the_compiled_objects_plus_secrets(run: Run) -> Non
     expected |= {("kubernetes:core/v1:Secret", "meshserve/meshserve-demo-key")}
     expected |= {("kubernetes:core/v1:Namespace", "kong"), ("kubernetes:core/v1:Namespace", "monitoring")}
     expected |= {("kubernetes:core/v1:Secret", "monitoring/grafana-admin")}
+    if env.cluster.provider == "eks":
+        expected |= {("kubernetes:storage.k8s.io/v1:StorageClass", "gp3")}
     if env.platform.logging:
         expected |= {("kubernetes:core/v1:Secret", "logging/meshserve-elastic-admin")}
         expected |= {("kubernetes:core/v1:Secret", "logging/meshserve-apm-keystore")}
@@ -125,7 +130,7 @@ def test_prod_builds_eks_with_a_tainted_gpu_node_group(run: Run) -> None:
     groups = {r.name: r.inputs for r in run.registrations if r.type == "eks:index:ManagedNodeGroup"}
     gpu, cpu = groups["cluster-gpu"], groups["cluster-cpu"]
     assert gpu["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
-    assert gpu["labels"] == {"meshserve.io/pool": "gpu"}
+    assert gpu["labels"] == {"meshserve.io/pool": "gpu", "nvidia.com/gpu.present": "true"}
     assert gpu["amiType"] == "AL2023_x86_64_NVIDIA"
     assert gpu["instanceTypes"] == ["g5.xlarge"]
     assert "taints" not in cpu
@@ -151,6 +156,175 @@ def test_gpu_limits_and_tolerations_only_on_gpu_versions(run: Run) -> None:
         plugin = releases(run)["nvidia-device-plugin"].inputs["values"]
         assert plugin["nodeSelector"] == {"meshserve.io/pool": "gpu"}
         assert plugin["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def term_matches(term: dict[str, Any], labels: dict[str, str]) -> bool:
+    """One nodeSelectorTerm against a node's labels (the operators the charts use)."""
+    for e in term.get("matchExpressions", []):
+        value = labels.get(e["key"])
+        ok = {
+            "In": value in e.get("values", []),
+            "NotIn": value not in e.get("values", []),
+            "Exists": value is not None,
+            "DoesNotExist": value is None,
+        }[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def schedulable(values: dict[str, Any], labels: dict[str, str], taints: list[dict[str, str]]) -> bool:
+    """Would a pod with these chart values (nodeSelector, affinity, tolerations) land on this node?"""
+    if not values.get("nodeSelector", {}).items() <= labels.items():
+        return False
+    required = values.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is not None and not any(term_matches(t, labels) for t in required["nodeSelectorTerms"]):
+        return False
+    return all(any(tolerates(t, taint) for t in values.get("tolerations", [])) for taint in taints)
+
+
+def tolerates(toleration: dict[str, str], taint: dict[str, str]) -> bool:
+    """A pod toleration against an EKS node group taint (effect spelled NO_SCHEDULE there)."""
+    effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+    if toleration.get("effect") not in (None, effect[taint["effect"]]):
+        return False
+    if toleration.get("operator") == "Exists":
+        return toleration.get("key") in (None, taint["key"])
+    return toleration.get("key") == taint["key"] and toleration.get("value") == taint["value"]
+
+
+# The nvidia-device-plugin 0.17.0 chart's default affinity (values.yaml): NFD/GFD labels.
+DEVICE_PLUGIN_DEFAULT_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "In", "values": ["true"]}
+                    ]
+                },
+                {
+                    "matchExpressions": [
+                        {
+                            "key": "feature.node.kubernetes.io/cpu-model.vendor_id",
+                            "operator": "In",
+                            "values": ["NVIDIA"],
+                        }
+                    ]
+                },
+                {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}]},
+            ]
+        }
+    }
+}
+
+
+def test_gpu_daemonsets_schedule_on_the_eks_gpu_nodes_and_only_there(run: Run) -> None:
+    if run.stack != "prod":
+        return
+    groups = {r.name: r.inputs for r in run.registrations if r.type == "eks:index:ManagedNodeGroup"}
+    gpu, cpu = groups["cluster-gpu"], groups["cluster-cpu"]
+    for name in ("nvidia-device-plugin", "dcgm-exporter"):
+        values = releases(run)[name].inputs["values"]
+        # Our values replace the chart's NFD/GFD affinity (Helm replaces lists); and even the chart default
+        # would now match, since the GPU nodes carry nvidia.com/gpu.present=true.
+        assert schedulable(values, gpu["labels"], gpu["taints"]), name
+        assert schedulable({**values, "affinity": DEVICE_PLUGIN_DEFAULT_AFFINITY}, gpu["labels"], gpu["taints"])
+        assert not schedulable(values, cpu["labels"], []), name
+    # the checker itself: an unlabelled GPU node fails the chart default; a missing toleration fails the taint
+    bare = {"meshserve.io/pool": "gpu"}
+    assert not schedulable({"affinity": DEVICE_PLUGIN_DEFAULT_AFFINITY, "tolerations": []}, bare, [])
+    assert not schedulable({}, bare, gpu["taints"])
+
+
+def statement(policy_json: str) -> dict[str, Any]:
+    import json
+
+    (only,) = json.loads(policy_json)["Statement"]
+    return only
+
+
+def test_ebs_csi_add_on_and_a_default_gp3_class_before_elasticsearch(run: Run) -> None:
+    classes = run.of_kind("StorageClass")
+    addons = [r for r in run.registrations if r.type == "aws:eks/addon:Addon"]
+    if run.stack != "prod":
+        assert classes == [] and addons == []
+        return
+    (addon,) = addons
+    (sc,) = classes
+    assert addon.inputs["addonName"] == "aws-ebs-csi-driver"
+    assert addon.inputs["clusterName"] == "meshserve-prod"
+    (cluster,) = [r for r in run.registrations if r.type == "eks:index:Cluster"]
+    assert cluster.inputs["name"] == "meshserve-prod"
+    role = next(r for r in run.registrations if r.type == "aws:iam/role:Role" and r.name == "cluster-ebs-csi")
+    assert addon.inputs["serviceAccountRoleArn"] == role_arn("cluster-ebs-csi")
+    trust = statement(role.inputs["assumeRolePolicy"])
+    assert trust["Principal"] == {"Federated": OIDC_PROVIDER_ARN}
+    assert (
+        trust["Condition"]["StringEquals"][f"{OIDC_ISSUER}:sub"]
+        == "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+    )
+    attached = [
+        r.inputs["policyArn"]
+        for r in run.registrations
+        if r.type == "aws:iam/rolePolicyAttachment:RolePolicyAttachment" and r.inputs["role"] == "cluster-ebs-csi"
+    ]
+    assert attached == ["arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"]
+    assert sc.inputs["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    assert sc.inputs["provisioner"] == "ebs.csi.aws.com"
+    assert sc.inputs["parameters"]["type"] == "gp3"
+    assert sc.inputs["volumeBindingMode"] == "WaitForFirstConsumer"
+    assert addon.urn in sc.dependencies
+    (es,) = run.of_kind("Elasticsearch")
+    assert sc.urn in es.dependencies
+    assert "storageClassName" not in str(es.inputs)  # the default class applies
+
+
+def test_model_sync_role_is_trusted_by_this_stacks_oidc_provider_and_annotates_the_service_accounts(run: Run) -> None:
+    accounts = [r for r in run.of_kind("ServiceAccount") if r.name.startswith("meshserve/")]
+    assert accounts
+    readers = [r for r in run.registrations if r.type == "aws:iam/role:Role" and r.name == "cluster-model-reader"]
+    if run.stack != "prod":  # pvc model store: no IRSA
+        assert readers == []
+        assert all("annotations" not in a.inputs["metadata"] for a in accounts)
+        return
+    (reader,) = readers
+    trust = statement(reader.inputs["assumeRolePolicy"])
+    assert trust["Principal"] == {"Federated": OIDC_PROVIDER_ARN}
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert trust["Condition"]["StringLike"] == {
+        f"{OIDC_ISSUER}:sub": "system:serviceaccount:meshserve:*",
+        f"{OIDC_ISSUER}:aud": "sts.amazonaws.com",
+    }
+    (policy,) = [r for r in run.registrations if r.type == "aws:iam/rolePolicy:RolePolicy"]
+    assert policy.inputs["role"] == "cluster-model-reader-id"
+    import json
+
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    assert {s["Action"] for s in statements} == {"s3:ListBucket", "s3:GetObject"}
+    assert {s["Resource"] for s in statements} == {
+        "arn:aws:s3:::meshserve-models-prod",
+        "arn:aws:s3:::meshserve-models-prod/models/*",
+    }
+    for account in accounts:
+        assert account.inputs["metadata"]["annotations"] == {
+            "eks.amazonaws.com/role-arn": role_arn("cluster-model-reader")
+        }
+
+
+def test_config_role_arn_overrides_the_stack_role() -> None:
+    import json
+
+    from tests.infra.harness import stack_config
+
+    store = json.loads(stack_config("prod")["meshserve:modelStore"])
+    given = "arn:aws:iam::210987654321:role/existing-reader"
+    run = run_program("prod", extra={"meshserve:modelStore": json.dumps({**store, "roleArn": given})})
+    assert not [r for r in run.registrations if r.type == "aws:iam/role:Role" and r.name == "cluster-model-reader"]
+    accounts = [r for r in run.of_kind("ServiceAccount") if r.name.startswith("meshserve/")]
+    assert accounts and all(
+        a.inputs["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": given} for a in accounts
+    )
 
 
 # --------------------------------------------------------------------------- ordering

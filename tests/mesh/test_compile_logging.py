@@ -47,6 +47,20 @@ def test_elastic_stack_references() -> None:
     assert binding["roleRef"]["name"] == objects["ClusterRole"]["metadata"]["name"]
 
 
+def test_filebeat_runs_on_every_node_gpu_taint_included() -> None:
+    """Filebeat tolerates any taint, so the GPU pool's `nvidia.com/gpu=true:NoSchedule` nodes ship logs too."""
+    beat = next(o for o in logging.compile_logging(ENV) if o["kind"] == "Beat")
+    tolerations = beat["spec"]["daemonSet"]["podTemplate"]["spec"]["tolerations"]
+    gpu_taint = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+    for taint in (gpu_taint, {"key": "anything", "effect": "NoExecute"}):
+        assert any(
+            t.get("operator") == "Exists"
+            and t.get("key") in (None, taint["key"])
+            and t.get("effect") in (None, taint["effect"])
+            for t in tolerations
+        ), taint
+
+
 def test_pods_send_traces_to_the_apm_service_eck_creates() -> None:
     # ECK names the APM HTTP Service `<ApmServer name>-apm-http`.
     apm = next(o for o in logging.compile_logging(ENV) if o["kind"] == "ApmServer")
