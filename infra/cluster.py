@@ -126,7 +126,7 @@ class Cluster(pulumi.ComponentResource):
             kubeconfig=self.eks.kubeconfig.apply(lambda c: c if isinstance(c, str) else json.dumps(c)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cpu_nodes]),
         )
-        oidc = (self.eks.oidc_provider_arn, self.eks.oidc_issuer)
+        self.oidc = oidc = (self.eks.oidc_provider_arn, self.eks.oidc_issuer)
         nodes = [self.cpu_nodes, self.gpu_nodes]
 
         ebs_role = irsa.irsa_role(f"{name}-ebs-csi", *oidc, irsa.EBS_CSI_SERVICE_ACCOUNT, child)

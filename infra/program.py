@@ -16,6 +16,7 @@ from infra.gateway import Gateway
 from infra.gpu import Gpu
 from infra.mesh import Mesh, TrafficPolicies
 from infra.monitoring import Monitoring
+from infra.nodes import NodeAutoscaling
 from infra.workloads import Workloads
 from mesh.compile import compile_all
 from mesh.compile.k8s import with_role_arn
@@ -33,6 +34,7 @@ class Stack:
     logging: Logging | None
     autoscaling: Autoscaling | None
     gpu: Gpu | None
+    nodes: NodeAutoscaling | None
 
 
 def main() -> Stack:
@@ -84,4 +86,10 @@ def main() -> Stack:
 
     pulumi.export("namespace", namespace["metadata"]["name"])
     pulumi.export("domain", env.domain)
-    return Stack(cluster, mesh, workloads, traffic, gateway, monitoring, logging, autoscaling, gpu)
+    # KEDA adds pods; on EKS cluster-autoscaler adds the nodes they need, up to each pool's maxSize.
+    nodes = (
+        NodeAutoscaling("nodes", cluster.cluster_name, cluster.oidc, on_cluster)
+        if env.cluster.provider == "eks"
+        else None
+    )
+    return Stack(cluster, mesh, workloads, traffic, gateway, monitoring, logging, autoscaling, gpu, nodes)

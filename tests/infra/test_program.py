@@ -95,7 +95,7 @@ def test_inventory_is_exactly_the_compiled_objects_plus_secrets(run: Run) -> Non
 def test_charts_are_pinned_and_match_the_platform(run: Run) -> None:
     wanted = {"istio-base", "istiod", "kong", "kps", "keda"}
     if run.stack == "prod":
-        wanted |= {"eck-operator", "nvidia-device-plugin", "dcgm-exporter"}
+        wanted |= {"eck-operator", "nvidia-device-plugin", "dcgm-exporter", "cluster-autoscaler"}
     found = releases(run)
     assert set(found) == wanted
     pins = {c.chart: c for c in vars(charts).values() if isinstance(c, charts.Chart)}
@@ -108,7 +108,7 @@ def test_charts_are_pinned_and_match_the_platform(run: Run) -> None:
 def test_components_read_like_the_architecture(run: Run) -> None:
     components = {r.type.split(":")[-1] for r in run.registrations if r.type.startswith("meshserve:infra:")}
     common = {"Cluster", "Mesh", "Workloads", "TrafficPolicies", "Gateway", "Monitoring", "Autoscaling"}
-    assert components == (common | {"Logging", "Gpu"} if run.stack == "prod" else common)
+    assert components == (common | {"Logging", "Gpu", "NodeAutoscaling"} if run.stack == "prod" else common)
 
 
 def test_every_kubernetes_resource_uses_the_cluster_provider(run: Run) -> None:
@@ -296,7 +296,9 @@ def test_model_sync_role_is_trusted_by_this_stacks_oidc_provider_and_annotates_t
         f"{OIDC_ISSUER}:sub": "system:serviceaccount:meshserve:*",
         f"{OIDC_ISSUER}:aud": "sts.amazonaws.com",
     }
-    (policy,) = [r for r in run.registrations if r.type == "aws:iam/rolePolicy:RolePolicy"]
+    (policy,) = [
+        r for r in run.registrations if r.type == "aws:iam/rolePolicy:RolePolicy" and r.name == "cluster-model-reader"
+    ]
     assert policy.inputs["role"] == "cluster-model-reader-id"
     import json
 
@@ -325,6 +327,36 @@ def test_config_role_arn_overrides_the_stack_role() -> None:
     assert accounts and all(
         a.inputs["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": given} for a in accounts
     )
+
+
+def test_cluster_autoscaler_discovers_this_clusters_node_groups_with_a_scoped_role(run: Run) -> None:
+    import json
+
+    if run.stack != "prod":
+        assert "cluster-autoscaler" not in releases(run)
+        return
+    values = releases(run)["cluster-autoscaler"].inputs["values"]
+    (cluster,) = [r for r in run.registrations if r.type == "eks:index:Cluster"]
+    assert values["cloudProvider"] == "aws"
+    assert values["awsRegion"] == "us-east-1"
+    assert values["autoDiscovery"] == {"clusterName": cluster.inputs["name"]}
+    account = values["rbac"]["serviceAccount"]
+    assert account["annotations"] == {"eks.amazonaws.com/role-arn": role_arn("nodes-role")}
+    role = next(r for r in run.registrations if r.type == "aws:iam/role:Role" and r.name == "nodes-role")
+    trust = statement(role.inputs["assumeRolePolicy"])
+    assert trust["Principal"] == {"Federated": OIDC_PROVIDER_ARN}
+    subject = f"system:serviceaccount:kube-system:{account['name']}"
+    assert trust["Condition"]["StringEquals"][f"{OIDC_ISSUER}:sub"] == subject
+    (policy,) = [r for r in run.registrations if r.type == "aws:iam/rolePolicy:RolePolicy" and r.name == "nodes-role"]
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    writes = [s for s in statements if "autoscaling:SetDesiredCapacity" in s["Action"]]
+    assert writes == [s for s in statements if "Condition" in s]  # only the writes, each scoped to this cluster
+    tag = f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster.inputs['name']}"
+    assert all(s["Condition"] == {"StringEquals": {tag: "owned"}} for s in writes) and writes
+    assert any("eks:DescribeNodegroup" in s["Action"] for s in statements)  # GPU pool scales from zero
+    # Every pool can grow: the autoscaler has room between desired and max.
+    for group in (r.inputs for r in run.registrations if r.type == "eks:index:ManagedNodeGroup"):
+        assert group["scalingConfig"]["maxSize"] > group["scalingConfig"]["desiredSize"]
 
 
 # --------------------------------------------------------------------------- ordering
