@@ -5,6 +5,7 @@ same numbers the local gateway enforces)."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pydantic
@@ -28,6 +29,47 @@ def objects(spec: MeshSpec = SPEC) -> list[dict[str, Any]]:
 
 def find(kind: str, name: str, objs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return next(o for o in (objs or objects()) if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+# Istio's duration fields (networking v1) and the string form its validation accepts.
+DURATION_KEYS = frozenset(
+    {
+        "timeout",
+        "perTryTimeout",
+        "interval",
+        "baseEjectionTime",
+        "connectTimeout",
+        "idleTimeout",
+        "maxConnectionDuration",
+    }
+)
+ISTIO_DURATION = re.compile(r"^\d+(\.\d+)?(h|m|s|ms|us)$")
+
+
+def durations_in(obj: Any) -> list[str]:
+    """Every value under a duration key, anywhere in a rendered object."""
+    if isinstance(obj, dict):
+        found = [v for k, v in obj.items() if k in DURATION_KEYS]
+        return found + [d for k, v in obj.items() if k not in DURATION_KEYS for d in durations_in(v)]
+    if isinstance(obj, list):
+        return [d for v in obj for d in durations_in(v)]
+    return []
+
+
+def assert_istio_durations(objs: list[dict[str, Any]]) -> int:
+    found = [d for o in objs for d in durations_in(o)]
+    for d in found:
+        assert isinstance(d, str) and ISTIO_DURATION.match(d), f"not an Istio duration: {d!r}"
+    return len(found)
+
+
+def test_every_rendered_duration_is_an_istio_duration_string() -> None:
+    routing = [o for o in objects() if o["kind"] in ("VirtualService", "DestinationRule")]
+    assert assert_istio_durations(routing) >= 10  # timeouts, per-try timeouts, intervals, ejection times
+    with pytest.raises(AssertionError):
+        assert_istio_durations([{"spec": {"http": [{"timeout": "1.5 s"}]}}])
+    with pytest.raises(AssertionError):
+        assert_istio_durations([{"spec": {"trafficPolicy": {"outlierDetection": {"interval": 10}}}}])
 
 
 def test_every_object_validates_against_the_istio_models() -> None:
@@ -177,6 +219,7 @@ def test_parity_holds_for_any_resilience(
     )
     assert_route_parity(istio.route_policy(resilience), resilience)
     assert_policy_parity(istio.traffic_policy(resilience), resilience)
+    assert assert_istio_durations([istio.route_policy(resilience), istio.traffic_policy(resilience)]) >= 3
 
 
 def test_fractional_ejection_percent_is_refused_not_rounded() -> None:

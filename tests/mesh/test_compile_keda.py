@@ -30,6 +30,35 @@ def test_one_scaled_object_per_serving_version_and_valid() -> None:
     }
 
 
+# KEDA 2.16 prometheus scaler, trigger metadata (keda.sh/docs/2.16/scalers/prometheus): every key it reads.
+PROMETHEUS_REQUIRED = {"serverAddress", "query", "threshold"}
+PROMETHEUS_OPTIONAL = {
+    "activationThreshold",
+    "namespace",
+    "customHeaders",
+    "ignoreNullValues",
+    "queryParameters",
+    "unsafeSsl",
+    "timeout",
+    "authModes",
+}
+
+
+def test_prometheus_trigger_metadata_uses_only_keys_keda_reads() -> None:
+    """A misspelled key (`serveraddress`, `treshold`) is silently ignored by KEDA: the key set must be exact."""
+    envs = [Environment(), Environment(autoscaling=Autoscaling(queue_depth_target=3, polling_interval=5))]
+    triggers = [t for env in envs for o in keda.compile_keda(SPEC, env) for t in o["spec"]["triggers"]]
+    assert triggers
+    for trigger in triggers:
+        assert trigger["type"] == "prometheus"
+        keys = set(trigger["metadata"])
+        assert keys >= PROMETHEUS_REQUIRED, keys
+        assert keys <= PROMETHEUS_REQUIRED | PROMETHEUS_OPTIONAL, keys - PROMETHEUS_REQUIRED - PROMETHEUS_OPTIONAL
+        # metadata is map[string]string in the CRD: a number fails admission
+        assert all(isinstance(v, str) for v in trigger["metadata"].values()), trigger["metadata"]
+        assert float(trigger["metadata"]["threshold"]) > 0
+
+
 def test_the_query_uses_the_model_servers_own_metric_and_labels() -> None:
     assert metrics.QUEUE_DEPTH._name == keda.QUEUE_DEPTH
     assert set(metrics.QUEUE_DEPTH._labelnames) == {"model", "version"}
