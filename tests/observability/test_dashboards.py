@@ -47,3 +47,19 @@ def test_every_variable_substitutes(name: str) -> None:
 def test_an_unknown_variable_is_named() -> None:
     with pytest.raises(KeyError, match=r"\$model"):
         panel_queries(load_dashboards()["model-serving.json"], {})
+
+
+def test_slo_dashboards_read_the_workloads_not_the_local_gateway() -> None:
+    """A cluster runs no embedded gateway: the service overview and the canary comparison (mirror
+    panels aside, which only the local gateway feeds) must be built on the workloads' series."""
+    dashboards = load_dashboards()
+    for name in ("service-overview.json", "canary-comparison.json"):
+        for title, expr in panel_queries(dashboards[name], VARIABLES):
+            if "mirror" not in title.lower():
+                assert "meshserve_gateway_" not in expr, (name, title)
+    overview = [expr for _, expr in panel_queries(dashboards["service-overview.json"], VARIABLES)]
+    assert any(
+        'meshserve_http_requests_total{service="digits-classify",route="/v1/digits:classify"' in e for e in overview
+    )
+    assert any('meshserve_inference_requests_total{model="digits"}' in e for e in overview)
+    assert "local stack" in dashboards["gateway.json"]["title"]
