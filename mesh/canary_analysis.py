@@ -265,7 +265,7 @@ def judge(figures: Figures, limits: Thresholds, agreement: bool = True) -> list[
     ]
     if not agreement:
         return checks
-    no_data = math.isnan(f.compared) or f.compared == 0
+    no_data = math.isnan(f.compared)  # no series at all: nothing compares answers (0 is a quiet window)
     return [
         *checks,
         Check(

@@ -128,6 +128,8 @@ def test_without_agreement_data_the_step_fails_and_says_where_agreement_is_count
     hints = [c.hint for c in checks if c.hint]
     assert hints == [NO_AGREEMENT_HINT] and "embedded gateway" in hints[0] and "--agreement skip" in hints[0]
     assert not any(c.hint for c in judge(HEALTHY, Thresholds())), "no hint when comparisons were counted"
+    quiet = Figures(**{**no_mirror.__dict__, "compared": 0})  # a gateway that compares, in a quiet window
+    assert not any(c.hint for c in judge(quiet, Thresholds())) and _failed(quiet)[0] == "mirrored comparisons"
 
 
 def test_skipped_agreement_judges_errors_and_latency_alone() -> None:
@@ -221,6 +223,18 @@ def test_when_the_rollback_cannot_be_applied_either_the_command_says_so(
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["outcome"] == "rollback not applied" and data["steps"] == []
     assert canary.current_weights(read_yaml(spec), "digits") == {1: 100, 2: 0}, "the spec is rolled back"
+
+
+def test_a_bad_scrape_interval_is_refused_before_any_edit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, record = copy_spec(tmp_path), tmp_path / "applied.jsonl"
+    before = spec.read_text()
+    argv = [
+        "canary", "--spec", str(spec), "advance", "digits", "v2", "--prometheus", "http://127.0.0.1:9",
+        "--apply", _recorder(record), "--scrape-interval", "10m",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    assert "--scrape-interval 600s: write the Prometheus scrape interval" in capsys.readouterr().err
+    assert spec.read_text() == before and not record.exists(), "nothing edited, nothing applied"
 
 
 def test_an_apply_that_hangs_is_stopped(tmp_path: Path) -> None:
