@@ -8,7 +8,8 @@ current. Queries use template variables ($model, $version, $stable, $canary, $ro
 The service overview and canary comparison read the serving workloads' metrics through
 observability/queries.py (the alerts' own SLI queries), so they show data on the local stack and
 on a cluster alike; its routes come from mesh/mesh.yaml. The gateway dashboard is the local
-stack's embedded gateway only: on a cluster, Kong's and Istio's own dashboards cover the edge.
+stack's embedded gateway only; on a cluster the cluster-edge dashboard (Istio's standard metrics)
+and Kong's own dashboard cover the edge.
 """
 
 from __future__ import annotations
@@ -362,7 +363,80 @@ def gateway() -> dict:
         ],
         [],
         "Local stack only: the embedded gateway (`meshserve up`). On a cluster Kong is the edge and this "
-        "gateway does not run; use Kong's and Istio's own dashboards there. SLIs: the service overview.",
+        "gateway does not run; see the cluster edge (Istio) dashboard there. SLIs: the service overview.",
+    )
+
+
+def cluster_edge() -> dict:
+    """Istio's standard metrics (cluster only): what the sidecars saw, for the edge the workloads cannot see
+    (requests answered by Envoy itself: no healthy upstream, overflow). Durations are in milliseconds."""
+    dest = 'reporter="destination",destination_workload_namespace="$namespace"'
+    total = f"rate(istio_requests_total{{{dest}}}[{RI}])"
+    errors = f'rate(istio_requests_total{{{dest},response_code=~"5.."}}[{RI}])'
+    edge = 'reporter="source",source_workload_namespace="$edge_namespace"'
+    by = "destination_service_name"
+    return _dashboard(
+        "meshserve-cluster-edge",
+        "meshserve / cluster edge (Istio)",
+        [
+            _panel(
+                "Requests by destination service and code (reporter=destination)",
+                [(f"sum by ({by}, response_code) ({total})", "{{destination_service_name}} {{response_code}}")],
+                "reqps",
+            ),
+            _panel("5xx share by destination service", [(_ratio(errors, total, by), f"{{{{{by}}}}}")], "percentunit"),
+            _panel(
+                "p95 latency by destination service",
+                [
+                    (
+                        f"histogram_quantile(0.95, sum by ({by}, le) "
+                        f"(rate(istio_request_duration_milliseconds_bucket{{{dest}}}[{RI}]))) / 1000",
+                        f"{{{{{by}}}}}",
+                    )
+                ],
+                "s",
+            ),
+            _panel(
+                "Traffic split by version (what the mesh routed)",
+                [
+                    (
+                        f"sum by (destination_canonical_service, destination_version) ({total})",
+                        "{{destination_canonical_service}} {{destination_version}}",
+                    )
+                ],
+                "reqps",
+            ),
+            _panel(
+                "Sent by the edge (Kong's sidecar, reporter=source) by code",
+                [
+                    (
+                        f"sum by ({by}, response_code) (rate(istio_requests_total{{{edge}}}[{RI}]))",
+                        "{{destination_service_name}} {{response_code}}",
+                    )
+                ],
+                "reqps",
+            ),
+            _panel(
+                "Answered by Envoy itself (response flags: UH no healthy upstream, UO overflow, UT timeout)",
+                [
+                    (
+                        f"sum by ({by}, response_flags) "
+                        f'(rate(istio_requests_total{{{edge},response_flags!="-"}}[{RI}]))',
+                        "{{destination_service_name}} {{response_flags}}",
+                    )
+                ],
+                "reqps",
+            ),
+        ],
+        [
+            _variable("namespace", "label_values(istio_requests_total, destination_workload_namespace)"),
+            _variable(
+                "edge_namespace", 'label_values(istio_requests_total{reporter="source"}, source_workload_namespace)'
+            ),
+        ],
+        "Cluster only: Istio's istio_requests_total / istio_request_duration_milliseconds, scraped through the "
+        "ServiceMonitors' merged endpoint. The SLIs themselves are on the service overview; Kong's own "
+        "dashboard covers its plugins (rate limits, auth).",
     )
 
 
@@ -411,6 +485,7 @@ BUILDERS = {
     "model-serving": model_serving,
     "canary-comparison": canary_comparison,
     "gateway": gateway,
+    "cluster-edge": cluster_edge,
     "gpu-dcgm": gpu,
 }
 

@@ -30,9 +30,18 @@ from tests.observability.livestack import (
 )
 
 pytestmark = [needs_prometheus, pytest.mark.timeout(240)]
-VARIABLES = {"model": "digits", "version": "1|2", "stable": "1", "canary": "2", "route": ".*", "namespace": "meshserve"}
-# DCGM metrics exist only where NVIDIA's exporter runs (a GPU cluster): their queries must parse, not return data.
-NO_LOCAL_DATA = {"gpu-dcgm.json"}
+VARIABLES = {
+    "model": "digits",
+    "version": "1|2",
+    "stable": "1",
+    "canary": "2",
+    "route": ".*",
+    "namespace": "meshserve",
+    "edge_namespace": "kong",
+}
+# DCGM metrics exist only where NVIDIA's exporter runs (a GPU cluster), Istio's only in a mesh: their
+# queries must parse, not return data.
+NO_LOCAL_DATA = {"gpu-dcgm.json", "cluster-edge.json"}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
