@@ -109,11 +109,6 @@ def route_series_absent(sli: RouteSLI) -> str:
     return f"absent({sli.requests}{{{sli.selector}}})"
 
 
-def route_series(sli: RouteSLI) -> str:
-    """The series `route_series_absent` watches (what must have data while the route serves)."""
-    return f"{sli.requests}{{{sli.selector}}}"
-
-
 # --------------------------------------------------------------------------- per model version
 
 
