@@ -25,9 +25,8 @@ DURATION = Histogram(
 )
 RETRIES = Counter("meshserve_gateway_retries_total", "Retries sent to an upstream.", ["upstream"])
 EJECTIONS = Counter("meshserve_gateway_ejections_total", "Outlier ejections of an upstream's hosts.", ["upstream"])
-EJECTED = Gauge(
-    "meshserve_gateway_ejected", "1 while a host is ejected by outlier detection.", ["upstream", "instance"]
-)
+# `host`, not `instance`: with honor_labels the app's label would overwrite Prometheus's target label.
+EJECTED = Gauge("meshserve_gateway_ejected", "1 while a host is ejected by outlier detection.", ["upstream", "host"])
 RATE_LIMITED = Counter("meshserve_gateway_rate_limited_total", "Requests refused with 429.", ["consumer"])
 REJECTED = Counter(
     "meshserve_gateway_rejected_total",

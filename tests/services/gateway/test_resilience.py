@@ -48,7 +48,7 @@ def inferences(base: str) -> float:
 def test_killed_replica_is_ejected_and_readmitted_without_client_errors(stack: Stack) -> None:
     victim = stack.servers["digits-v1"][0]
     url = stack.url + "/v2/models/digits/infer"
-    ejected = {"name": "meshserve_gateway_ejected", "upstream": "digits-v1", "instance": "digits-v1-0"}
+    ejected = {"name": "meshserve_gateway_ejected", "upstream": "digits-v1", "host": "digits-v1-0"}
     with Background(url, concurrency=4, headers={"x-model-version": "1"}) as load:
         wait_for(lambda: inferences(victim.base) > 0, 10, "traffic on both replicas")
         victim.kill()
