@@ -15,11 +15,11 @@ from mesh.compile.names import common_labels
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec
 
-KONG_NAMESPACE = "kong"
+KONG_NAMESPACE = kong.KONG_NAMESPACE
 
 
-def kong_values() -> dict[str, Any]:
-    return {
+def kong_values(env: Environment) -> dict[str, Any]:
+    values: dict[str, Any] = {
         "controller": {"ingressController": {"ingressClass": kong.INGRESS_CLASS}},
         "gateway": {
             "podAnnotations": {
@@ -31,6 +31,9 @@ def kong_values() -> dict[str, Any]:
             "proxy": {"type": "LoadBalancer"},
         },
     }
+    if env.platform.logging:  # the opentelemetry plugin (mesh/compile/kong.py) needs Kong's tracing on
+        values["gateway"]["env"] = {"tracing_instrumentations": "all", "tracing_sampling_rate": 1.0}
+    return values
 
 
 class Gateway(pulumi.ComponentResource):
@@ -57,7 +60,7 @@ class Gateway(pulumi.ComponentResource):
             c.version,
             c.repo,
             KONG_NAMESPACE,
-            kong_values(),
+            kong_values(env),
             pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *ready]),
         )
         after = pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *ready])
@@ -65,6 +68,10 @@ class Gateway(pulumi.ComponentResource):
             apply_object(kong.consumer_secret(c, spec, env, api_key(secrets, c.username)), after)
             for c in spec.gateway.consumers
         ]
+        if env.platform.logging:
+            assert secrets.apm_token is not None
+            headers = pulumi.Output.secret(secrets.apm_token.apply(kong.tracing_headers))
+            self.secrets.append(apply_object(kong.tracing_secret(headers), after))
         self.objects = apply_objects(
             kong_objects, pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *ready, *self.secrets])
         )

@@ -68,7 +68,7 @@ def write_objects(objects: list[tuple[str, dict[str, Any]]], out: Path) -> list[
 def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
     """A kubectl command per Secret the rendered objects reference but render never writes (values
     come from the user's secret store: shell variables, never literals)."""
-    from mesh.compile import logging
+    from mesh.compile import kong, logging
     from mesh.compile.settings import load_stack
     from mesh.spec import load_spec
 
@@ -100,6 +100,11 @@ def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
             f"kubectl -n {ns} create secret generic {logging.OTLP_HEADERS_SECRET} "
             f'--from-literal={logging.OTLP_HEADERS_KEY}="{logging.OTLP_AUTHORIZATION}$APM_TOKEN"'
         )
+        if env.platform.kong:  # Kong's opentelemetry plugin: the same token, as a JSON headers object
+            lines.append(
+                f"kubectl -n {kong.KONG_NAMESPACE} create secret generic {kong.TRACING_SECRET} "
+                f'--from-literal={kong.TRACING_SECRET_KEY}=\'{{"Authorization": "Bearer \'"$APM_TOKEN"\'"}}\''
+            )
     return lines
 
 

@@ -6,10 +6,16 @@ Kong runs inside the mesh: its Services are proxied as Services (`service-upstre
 Service objects in mesh/compile/k8s.py) with `preserve-host: false`, so Kong's sidecar sees the
 Service host and applies the VirtualService split, retries and mTLS. Key values never appear here:
 `consumer_secret` takes the value from the caller (a Pulumi secret in infra/).
+
+With logging on, a global `opentelemetry` KongClusterPlugin sends Kong's spans to APM Server's OTLP/HTTP
+traces endpoint, so a trace starts at the edge and the pods' spans (W3C `traceparent`, which the plugin
+injects) join it. APM Server wants its token: the plugin's `headers` come from a Secret through KIC's
+`configPatches` (`tracing_secret`, value a Pulumi secret), never from the plugin object itself.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mesh.compile.names import HTTP_PORT_NAME, common_labels, namespace
@@ -20,6 +26,10 @@ KONG = "configuration.konghq.com/v1"
 INGRESS_CLASS = "kong"
 KEY_AUTH = "meshserve-key-auth"
 RATE_LIMIT = "meshserve-rate-limit"
+KONG_NAMESPACE = "kong"  # the Kong release's namespace (infra/gateway.py)
+TRACING = "meshserve-opentelemetry"
+TRACING_SECRET = "meshserve-kong-otlp"  # in KONG_NAMESPACE: {"headers": JSON object of OTLP headers}
+TRACING_SECRET_KEY = "headers"
 
 
 def _plugin(name: str, ns: str, plugin: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +73,44 @@ def plugins(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
         if c.rate_limit is not None
     ]
     return out
+
+
+def tracing_plugin(env: Environment) -> dict[str, Any]:
+    """Global (label `global: "true"`) OpenTelemetry plugin; Kong also needs `tracing_instrumentations`
+    and `tracing_sampling_rate` in its own config (infra/gateway.py sets them as chart env)."""
+    ref = {"name": TRACING_SECRET, "namespace": KONG_NAMESPACE, "key": TRACING_SECRET_KEY}
+    return {
+        "apiVersion": KONG,
+        "kind": "KongClusterPlugin",
+        "metadata": {
+            "name": TRACING,
+            "labels": {**common_labels("gateway"), "global": "true"},
+            "annotations": {"kubernetes.io/ingress.class": INGRESS_CLASS},
+        },
+        "plugin": "opentelemetry",
+        "config": {
+            "endpoint": f"{env.otlp_endpoint}/v1/traces",  # `traces_endpoint` from Kong 3.7; both accepted
+            "resource_attributes": {"service.name": "kong"},
+            "propagation": {"default_format": "w3c"},
+        },
+        "configPatches": [{"path": "/headers", "valueFrom": {"secretKeyRef": ref}}],
+    }
+
+
+def tracing_headers(token: str) -> str:
+    """The patch value KIC reads from `tracing_secret`: a JSON object, APM Server's bearer token in it."""
+    return json.dumps({"Authorization": f"Bearer {token}"})
+
+
+def tracing_secret(headers: Any) -> dict[str, Any]:
+    """`headers` is `tracing_headers(token)` (a Pulumi secret Output in infra/)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": TRACING_SECRET, "namespace": KONG_NAMESPACE, "labels": common_labels("gateway")},
+        "type": "Opaque",
+        "stringData": {TRACING_SECRET_KEY: headers},
+    }
 
 
 def consumers(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
@@ -135,5 +183,6 @@ def ingress(spec: MeshSpec, env: Environment) -> dict[str, Any]:
 
 
 def compile_kong(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
-    """Everything but the Secrets (their values are secrets: see `consumer_secret`)."""
-    return [*plugins(spec, env), *consumers(spec, env), ingress(spec, env)]
+    """Everything but the Secrets (their values are secrets: see `consumer_secret`, `tracing_secret`)."""
+    tracing = [tracing_plugin(env)] if env.platform.logging else []
+    return [*plugins(spec, env), *tracing, *consumers(spec, env), ingress(spec, env)]

@@ -87,6 +87,7 @@ def test_inventory_is_exactly_the_compiled_objects_plus_secrets(run: Run) -> Non
         expected |= {("kubernetes:core/v1:Secret", "logging/meshserve-elastic-admin")}
         expected |= {("kubernetes:core/v1:Secret", "logging/meshserve-apm-keystore")}
         expected |= {("kubernetes:core/v1:Secret", "meshserve/meshserve-otlp-headers")}
+        expected |= {("kubernetes:core/v1:Secret", "kong/meshserve-kong-otlp")}
     actual = [(r.type, r.name) for r in k8s_objects(run)]
     assert len(actual) == len(set(actual))
     assert set(actual) == expected
@@ -359,6 +360,20 @@ def test_cluster_autoscaler_discovers_this_clusters_node_groups_with_a_scoped_ro
         assert group["scalingConfig"]["maxSize"] > group["scalingConfig"]["desiredSize"]
 
 
+def test_kong_traces_at_the_edge_when_logging_is_on(run: Run) -> None:
+    plugins = run.of_kind("KongClusterPlugin")
+    env = releases(run)["kong"].inputs["values"]["gateway"].get("env", {})
+    if run.stack != "prod":  # no logging stack, no APM Server to send to
+        assert plugins == [] and env == {}
+        return
+    (plugin,) = plugins
+    assert env == {"tracing_instrumentations": "all", "tracing_sampling_rate": 1.0}
+    secret = next(r for r in run.of_kind("Secret") if r.name == "kong/meshserve-kong-otlp")
+    assert secret.urn in plugin.dependencies
+    ref = plugin.inputs["configPatches"][0]["valueFrom"]["secretKeyRef"]
+    assert f"{ref['namespace']}/{ref['name']}" == secret.name and ref["key"] in secret.inputs["stringData"]
+
+
 # --------------------------------------------------------------------------- ordering
 
 
@@ -453,6 +468,7 @@ def test_secrets_reach_only_their_secret_objects_and_stay_marked(run: Run) -> No
         }
         expected["logging/meshserve-apm-keystore"] = {"APM_SECRET_TOKEN": "apm-token-7c4e1a9f2b6d"}
         expected["meshserve/meshserve-otlp-headers"] = {"headers": "Authorization=Bearer%20apm-token-7c4e1a9f2b6d"}
+        expected["kong/meshserve-kong-otlp"] = {"headers": '{"Authorization": "Bearer apm-token-7c4e1a9f2b6d"}'}
     assert holders == expected
     for r in run.of_kind("Secret"):
         assert r.raw["stringData"].get(SECRET_SIG) == SECRET_VALUE, r.name

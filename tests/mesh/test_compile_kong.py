@@ -4,6 +4,7 @@ their key Secrets (whose value comes from the caller, never from the spec); the 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -90,3 +91,62 @@ def test_ingress_routes_pipelines_and_models_through_mesh_services() -> None:
     broken["spec"]["rules"][0]["http"]["paths"][0]["pathtype"] = "Exact"
     with pytest.raises(Exception, match="pathtype"):
         validate_builtin(broken)
+
+
+def test_a_global_opentelemetry_plugin_sends_kong_spans_to_apm_with_its_token_from_a_secret() -> None:
+    from mesh.compile import logging
+    from mesh.compile.settings import Platform
+
+    assert not [
+        o
+        for o in kong.compile_kong(SPEC, Environment(platform=Platform(logging=False)))
+        if o["kind"] == "KongClusterPlugin"
+    ]
+    env = Environment(platform=Platform(logging=True))
+    (plugin,) = [o for o in kong.compile_kong(SPEC, env) if o["kind"] == "KongClusterPlugin"]
+    assert plugin["plugin"] == "opentelemetry"
+    assert plugin["metadata"]["labels"]["global"] == "true"
+    assert plugin["metadata"]["annotations"] == {"kubernetes.io/ingress.class": kong.INGRESS_CLASS}
+    # the APM Server's OTLP/HTTP traces path on the Service ECK creates (`<ApmServer>-apm-http`)
+    apm = next(o for o in logging.compile_logging(env) if o["kind"] == "ApmServer")
+    service = f"http://{apm['metadata']['name']}-apm-http.{env.logging_namespace}.svc:8200"
+    assert plugin["config"]["endpoint"] == f"{service}/v1/traces"
+    assert "headers" not in plugin["config"]  # the token never sits in the plugin object
+    (patch,) = plugin["configPatches"]
+    assert patch["path"] == "/headers"
+    secret = kong.tracing_secret(kong.tracing_headers("tok en/+"))
+    validate_builtin(secret)
+    ref = patch["valueFrom"]["secretKeyRef"]
+    assert ref == {
+        "name": secret["metadata"]["name"],
+        "namespace": secret["metadata"]["namespace"],
+        "key": next(iter(secret["stringData"])),
+    }
+    # KIC parses the value as JSON and sets it at /headers: an object of header name -> value
+    assert json.loads(secret["stringData"][ref["key"]]) == {"Authorization": "Bearer tok en/+"}
+    # the same header the pods send (their OTEL_EXPORTER_OTLP_HEADERS, percent-encoded)
+    from urllib.parse import unquote
+
+    name, _, value = logging.otlp_headers("tok en/+").partition("=")
+    assert {name: unquote(value)} == json.loads(secret["stringData"][ref["key"]])
+
+
+def test_the_render_command_for_the_tracing_secret_gives_the_same_headers() -> None:
+    """`meshserve render` prints a kubectl command instead of the Secret: run it through bash with a
+    stand-in kubectl and compare the value with what infra/ writes (`tracing_headers`)."""
+    import subprocess
+
+    from mesh.render import secret_instructions
+
+    (line,) = [
+        c
+        for c in secret_instructions(DEFAULT_SPEC_PATH, "prod", DEFAULT_SPEC_PATH.parents[1])
+        if kong.TRACING_SECRET in c
+    ]
+    script = 'kubectl() { printf "%s\\n" "$@"; }\n' + line
+    token = "0f3a9c" * 8
+    out = subprocess.run(["bash", "-c", script], env={"APM_TOKEN": token}, capture_output=True, text=True, check=True)
+    literal = next(a for a in out.stdout.splitlines() if a.startswith("--from-literal="))
+    key, _, value = literal.removeprefix("--from-literal=").partition("=")
+    assert key == kong.TRACING_SECRET_KEY
+    assert json.loads(value) == json.loads(kong.tracing_headers(token))
