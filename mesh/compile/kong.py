@@ -90,8 +90,8 @@ def tracing_plugin(env: Environment) -> dict[str, Any]:
         "plugin": "opentelemetry",
         "config": {
             "endpoint": f"{env.otlp_endpoint}/v1/traces",  # `traces_endpoint` from Kong 3.7; both accepted
+            # no `propagation` block (Kong 3.7+ only): the default keeps an incoming W3C context or starts one
             "resource_attributes": {"service.name": "kong"},
-            "propagation": {"default_format": "w3c"},
         },
         "configPatches": [{"path": "/headers", "valueFrom": {"secretKeyRef": ref}}],
     }
