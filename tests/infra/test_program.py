@@ -374,6 +374,29 @@ def test_kong_traces_at_the_edge_when_logging_is_on(run: Run) -> None:
     assert f"{ref['namespace']}/{ref['name']}" == secret.name and ref["key"] in secret.inputs["stringData"]
 
 
+# GPUs per instance for the GPU instance types the stacks use (AWS's instance type table).
+GPUS_PER_INSTANCE = {"g5.xlarge": 1, "g5.2xlarge": 1, "g5.12xlarge": 4, "g6.xlarge": 1, "p4d.24xlarge": 8}
+
+
+def test_keda_never_asks_for_more_gpus_than_the_gpu_pool_can_have(run: Run) -> None:
+    """Node autoscaling stops at the pool's maxSize: the GPU versions' KEDA ceilings must fit in it, or the
+    extra pods stay Pending forever."""
+    env = load_stack(run.stack, ROOT)
+    scaled = {r.name.split("/", 1)[1]: r.inputs["spec"]["maxReplicaCount"] for r in run.of_kind("ScaledObject")}
+    wanted = sum(
+        scaled.get(f"{m}-v{v}", 0) * vs.gpus
+        for m, ms in SPEC.models.items()
+        for v, vs in ms.versions.items()
+        if vs.device == "gpu"
+    )
+    if run.stack != "prod":
+        assert wanted == 0  # dev: resnet-v1 has no replicas, nothing asks for a GPU
+        return
+    assert wanted > 0
+    pool = env.cluster.gpu_pool
+    assert wanted <= pool.max_size * GPUS_PER_INSTANCE[pool.instance_type], (wanted, pool)
+
+
 # --------------------------------------------------------------------------- ordering
 
 
