@@ -32,6 +32,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mesh.spec import SpecError, load_spec
+from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
 from services.gateway import metrics
 from services.gateway.agreement import agreement, top1
@@ -56,14 +57,6 @@ _JSON = (b"content-type", b"application/json")
 
 def _error_body(key: str, message: str) -> bytes:
     return orjson.dumps({key: message})
-
-
-class BodyTooLarge(Exception):
-    """The request body passed the gateway's limit while it was being read."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
 
 
 class Gateway:
@@ -220,7 +213,7 @@ class Gateway:
             await _refuse(send, 413, [*extra, *chosen], error_key, message, route_label, start)
             return
         try:
-            body = await _read_body(receive, limit)
+            body = await read_body(receive, limit)
         except BodyTooLarge:
             message = f"request body is over the gateway's limit of {limit} bytes"
             await _refuse(send, 413, [*extra, *chosen], error_key, message, route_label, start)
@@ -379,24 +372,6 @@ class Gateway:
                 await self.reload()
             except Exception:
                 log.exception("mesh spec reload failed; the previous spec stays in force")
-
-
-async def _read_body(receive: Any, limit: int) -> bytes:
-    """The whole body, counted as it arrives: chunked bodies carry no Content-Length to check first."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _refuse(

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
+from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
 from services.modelserver.codec import ProtocolError, decode_request, encode_response, error_body, split_body
@@ -97,24 +98,6 @@ def _check_content_length(scope: Scope, limit: int) -> str | None:
     return header_length
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionAbortedError
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise ProtocolError(413, f"request body is larger than the limit of {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 class InferenceApp:
     """The ASGI callable uvicorn runs: infer here, everything else to FastAPI."""
 
@@ -176,7 +159,10 @@ class InferenceApp:
                 raise ProtocolError(404, f"no such endpoint: POST {path}")
             limit = state.settings.max_body_bytes
             header_length = _check_content_length(scope, limit)
-            body = await _read_body(receive, limit)
+            try:
+                body = await read_body(receive, limit)
+            except BodyTooLarge as exc:
+                raise ProtocolError(413, str(exc)) from None
             # Routed after the body is in: from here to the batcher's queue nothing awaits, so a
             # version swapped or unloaded meanwhile is never picked up half-closed.
             serving = state.repository.get(model, version)
@@ -203,7 +189,7 @@ class InferenceApp:
             elif exc.status == 504:
                 outcome = "timeout"
             await _send(send, exc.status, error_body(exc.message), extra=exc.headers)
-        except ConnectionAbortedError:
+        except ClientGone:
             pass  # the client went away while sending its body
         finally:
             state.active -= 1
