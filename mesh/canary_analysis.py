@@ -50,9 +50,9 @@ from typing import Any
 from mesh import canary
 from mesh.spec import format_duration, parse_duration, parse_version, read_yaml
 from observability import queries
+from observability.prometheus import DEFAULT_SCRAPE_INTERVAL, SCRAPE_INTERVAL_ENV
 
 PROMETHEUS_URL_ENV = "MESHSERVE_PROMETHEUS_URL"
-LOCAL_SCRAPE_INTERVAL = "5s"  # observability/prometheus.py's default for the local stack
 MAX_SCRAPE_INTERVAL_S = 300.0
 AGREEMENT_MODES = ("required", "skip")
 NO_AGREEMENT_HINT = (
@@ -136,7 +136,7 @@ class Report:
     steps_planned: list[int]
     hold: str
     thresholds: Thresholds
-    scrape_interval: str = LOCAL_SCRAPE_INTERVAL
+    scrape_interval: str = DEFAULT_SCRAPE_INTERVAL
     settle: str = ""
     window: str = ""
     agreement: str = "required"  # required | skipped
@@ -487,9 +487,7 @@ def default_prometheus() -> str | None:
 
 def default_scrape_interval() -> str:
     """The local stack's: MESHSERVE_SCRAPE_INTERVAL, else observability/prometheus.py's 5s."""
-    from observability.prometheus import SCRAPE_INTERVAL_ENV
-
-    return os.environ.get(SCRAPE_INTERVAL_ENV) or LOCAL_SCRAPE_INTERVAL
+    return os.environ.get(SCRAPE_INTERVAL_ENV) or DEFAULT_SCRAPE_INTERVAL
 
 
 def _run(args: argparse.Namespace) -> int:

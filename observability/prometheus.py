@@ -37,6 +37,7 @@ from services.discovery.static import Table, parse_table
 
 BINARY_ENV = "MESHSERVE_PROMETHEUS"  # path of the binary, or "off"
 SCRAPE_INTERVAL_ENV = "MESHSERVE_SCRAPE_INTERVAL"
+DEFAULT_SCRAPE_INTERVAL = "5s"  # the local stack's; canary analysis sizes its windows from it
 URL_FILE = "prometheus/url"  # relative to the run dir: where tools (canary advance) find it
 SERVICE = "prometheus"
 
@@ -55,7 +56,9 @@ def file_sd_targets(table: Table) -> list[dict[str, Any]]:
     return groups
 
 
-def prometheus_config(targets_file: Path, rule_files: list[Path], scrape_interval: str = "5s") -> dict[str, Any]:
+def prometheus_config(
+    targets_file: Path, rule_files: list[Path], scrape_interval: str = DEFAULT_SCRAPE_INTERVAL
+) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(p) for p in rule_files],
@@ -188,7 +191,7 @@ def processes(stack: Any) -> list[Any]:
     if binary is None:
         return []
     port = free_port()
-    interval = stack.env.get(SCRAPE_INTERVAL_ENV, "5s")
+    interval = stack.env.get(SCRAPE_INTERVAL_ENV, DEFAULT_SCRAPE_INTERVAL)
     argv = (
         sys.executable, "-m", "observability.prometheus",
         "--run-dir", str(stack.run_dir), "--spec", str(stack.spec_path),
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, required=True, help="the stack's run dir (with endpoints.json)")
     parser.add_argument("--spec", type=Path, required=True, help="mesh.yaml (the alert rules come from its SLOs)")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--scrape-interval", default=os.environ.get(SCRAPE_INTERVAL_ENV, "5s"))
+    parser.add_argument("--scrape-interval", default=os.environ.get(SCRAPE_INTERVAL_ENV, DEFAULT_SCRAPE_INTERVAL))
     parser.add_argument("--binary", default=None)
     args = parser.parse_args(argv)
     binary = args.binary or find_binary()

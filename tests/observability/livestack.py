@@ -24,6 +24,16 @@ from services.local.supervisor import LocalStack, free_port
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
+# Example values for the dashboards' template variables, as Grafana would fill them in.
+VARIABLES = {
+    "model": "digits",
+    "version": "1|2",
+    "stable": "1",
+    "canary": "2",
+    "route": ".*",
+    "namespace": "meshserve",
+    "edge_namespace": "kong",
+}
 
 needs_prometheus = pytest.mark.skipif(
     find_binary() is None, reason="Debian's prometheus is not installed (make system-deps installs it)"

@@ -6,16 +6,8 @@ import pytest
 
 from observability import build_dashboards
 from observability.dashboards import load_dashboards, panel_queries
+from tests.observability.livestack import VARIABLES
 
-VARIABLES = {
-    "model": "digits",
-    "version": "1|2",
-    "stable": "1",
-    "canary": "2",
-    "route": ".*",
-    "namespace": "meshserve",
-    "edge_namespace": "kong",
-}
 REQUIRED = {
     "service-overview.json",
     "model-serving.json",

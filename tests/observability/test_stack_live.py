@@ -18,6 +18,7 @@ from observability.alerts import alert_signals, rule_groups
 from observability.dashboards import load_dashboards, panel_queries
 from services.local.supervisor import LocalStack
 from tests.observability.livestack import (
+    VARIABLES,
     Driver,
     classify,
     copy_spec,
@@ -30,15 +31,6 @@ from tests.observability.livestack import (
 )
 
 pytestmark = [needs_prometheus, pytest.mark.timeout(240)]
-VARIABLES = {
-    "model": "digits",
-    "version": "1|2",
-    "stable": "1",
-    "canary": "2",
-    "route": ".*",
-    "namespace": "meshserve",
-    "edge_namespace": "kong",
-}
 # DCGM metrics exist only where NVIDIA's exporter runs (a GPU cluster), Istio's only in a mesh: their
 # queries must parse, not return data.
 NO_LOCAL_DATA = {"gpu-dcgm.json", "cluster-edge.json"}
