@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-system-deps:         ## Debian packages the tests use (real Prometheus + promtool)
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
+system-deps:         ## Debian packages the tests use (real Prometheus + promtool; chromium for the console's browser test)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null \
+	  && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    prometheus chromium chromium-driver; }
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

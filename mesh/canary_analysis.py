@@ -4,9 +4,9 @@ At each step the canary's weight is set (mesh/canary.py's `set_weights`, written
 validated atomic `apply_to_file`), traffic is mirrored to the other version (`traffic.mirror`, 100%:
 the stable's answers are shadowed on the canary; at 100% the canary's on the stable), and after the
 hold Prometheus compares canary against stable: error ratio and p95 latency from the model
-servers' `meshserve_inference_*`, and top-1 agreement on the same inputs from the gateway's
-`meshserve_gateway_mirror_agreement_total`. Every step passing promotes the canary (it becomes
-`traffic.stable`); the first breach (or a step without enough data to judge) rolls back to the
+servers' `meshserve_inference_*`, and top-1 agreement on the same inputs from the comparers'
+`meshserve_*_mirror_agreement_total` (see Agreement below). Every step passing promotes the canary (it
+becomes `traffic.stable`); the first breach (or a step without enough data to judge) rolls back to the
 stable version. The original mirror setting is restored either way, and a JSON + Markdown report
 records each step's figures. The PromQL is observability/queries.py's, so a cluster's Prometheus
 serves too.
@@ -22,9 +22,11 @@ then judges over a window of at least four scrape intervals (the rule of thumb f
 samples even with a missed scrape), or the hold if longer. The scrape interval is refused above
 5 minutes: a 20-minute window per step is no longer a canary step.
 
-Agreement: only the embedded gateway (the local stack) compares the mirror's answers; Istio's
-Envoy mirrors fire-and-forget, so on a cluster there is no agreement data and `--agreement skip`
-judges on errors and latency alone (the report says so).
+Agreement: on the local stack both routes compare: the embedded gateway the mirrored /v2 infer calls
+(`meshserve_gateway_mirror_agreement_total`), each business API its pipeline's mirrored model calls
+(`meshserve_pipeline_mirror_agreement_total`, services/pipeline/shadow.py), so business-route traffic
+alone is judged too. Istio's Envoy mirrors fire-and-forget, so on a cluster there is no agreement data
+and `--agreement skip` judges on errors and latency alone (the report says so).
 
 Like Flagger and Argo Rollouts it shifts and judges; unlike them it compares predictions.
 """
@@ -56,9 +58,14 @@ PROMETHEUS_URL_ENV = "MESHSERVE_PROMETHEUS_URL"
 MAX_SCRAPE_INTERVAL_S = 300.0
 AGREEMENT_MODES = ("required", "skip")
 NO_AGREEMENT_HINT = (
-    "no mirrored comparisons: top-1 agreement is counted by the embedded gateway (the local stack), "
-    "which compares the mirror's answer with the primary's; a cluster's Istio mirrors without comparing, "
-    "so pass --agreement skip there to judge on errors and latency alone"
+    "the versions served requests but none of their answers were compared: on the local stack the embedded "
+    "gateway compares mirrored /v2 infer calls and each business API its pipeline's mirrored model calls "
+    "(MESHSERVE_TRAFFIC=client), so check both are up and scraped (`meshserve status`, Prometheus targets); "
+    "a cluster's Istio mirrors without comparing, so pass --agreement skip there"
+)
+NO_TRAFFIC_HINT = (
+    "no requests reached the model's versions in the window, so there was nothing to compare: keep traffic "
+    "flowing on a route that calls the model (its pipeline's route or /v2/models/<model>/infer) while it advances"
 )
 
 
@@ -265,7 +272,9 @@ def judge(figures: Figures, limits: Thresholds, agreement: bool = True) -> list[
     ]
     if not agreement:
         return checks
-    no_data = math.isnan(f.compared)  # no series at all: nothing compares answers (0 is a quiet window)
+    no_data = math.isnan(f.compared)  # no series at all: nothing compared answers (0 is a quiet window)
+    served = any(v > 0 for v in (f.stable_requests, f.canary_requests) if not math.isnan(v))
+    hint = (NO_AGREEMENT_HINT if served else NO_TRAFFIC_HINT) if no_data else ""
     return [
         *checks,
         Check(
@@ -273,7 +282,7 @@ def judge(figures: Figures, limits: Thresholds, agreement: bool = True) -> list[
             f">= {limits.min_compared}",
             f"{f.compared:.0f}",
             ok(f.compared, lambda v: v >= limits.min_compared),
-            NO_AGREEMENT_HINT if no_data else "",
+            hint,
         ),
         Check(
             "top-1 agreement",

@@ -1,8 +1,11 @@
 """Writes the Grafana dashboards under observability/dashboards/ (`python -m observability.build_dashboards`).
 
-The JSON files are the artefacts Grafana (and the infra ConfigMaps) load; this script is how they
-are made, so a panel is a line here rather than forty lines of JSON. A test checks the files are
-current. Queries use template variables ($model, $version, $stable, $canary, $route) and
+The JSON files are the artefacts Grafana (and the infra ConfigMaps) load; they are built with Grafana's
+own typed builders (grafana-foundation-sdk, pinned in pyproject.toml), so a panel is a few lines here and
+the JSON follows Grafana's schema. The same models feed the local console (observability/console/), which
+draws their panels live from the local Prometheus: one source, two renderers. A test checks the files are
+current; `build(spec)` gives the models of any spec (the canary dashboard opens on its stable and canary).
+Queries use template variables ($model, $version, $stable, $canary, $route) and
 `$__rate_interval`; `observability.dashboards.panel_queries` substitutes them for tests.
 
 The service overview and canary comparison read the serving workloads' metrics through
@@ -15,20 +18,34 @@ and Kong's own dashboard cover the edge.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from grafana_foundation_sdk.builders import dashboard as gd
+from grafana_foundation_sdk.builders import heatmap, prometheus, statetimeline, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as gm
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from mesh.spec import MeshSpec, load_spec
 from observability import queries
 
 DASHBOARD_DIR = Path(__file__).with_name("dashboards")
 RI = "$__rate_interval"
+DATASOURCE = gm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Grafana 10.0 knows schema 38, 10.4 and 11 write 39; older schemas are migrated on import, newer ones are
+# not understood by older Grafanas. The SDK (pinned in pyproject.toml) writes the one below.
+SCHEMA_VERSION_RANGE = (36, 39)
 
 GW_REQ = "meshserve_gateway_requests_total"
 GW_DUR = "meshserve_gateway_request_duration_seconds"
 HTTP_REQ = "meshserve_http_requests_total"
 HTTP_DUR = "meshserve_http_request_duration_seconds"
 INF = "meshserve_inference"
+WEIGHT = "meshserve_pipeline_traffic_weight_ratio"
+
+Target = tuple[str, str] | tuple[str, str, str]  # (expr, legend[, format])
 
 
 def _ratio(errors: str, total: str, by: str) -> str:
@@ -45,54 +62,81 @@ def _events(expr: str) -> str:
     return f"{expr} or vector(0)"
 
 
-def _panel(title: str, targets: list[tuple[str, str]], unit: str = "short", kind: str = "timeseries") -> dict:
-    return {
-        "title": title,
-        "type": kind,
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [
-            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
-            for i, (expr, legend) in enumerate(targets)
-        ],
-    }
+PANEL_KINDS: dict[str, Callable[[], Any]] = {
+    "timeseries": timeseries.Panel,
+    "heatmap": heatmap.Panel,
+    "state-timeline": statetimeline.Panel,
+}
 
 
-def _variable(name: str, query: str, *, multi: bool = False, include_all: bool = False) -> dict:
-    return {
-        "name": name,
-        "type": "query",
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "query": {"query": query, "refId": name},
-        "definition": query,
-        "refresh": 2,
-        "multi": multi,
-        "includeAll": include_all,
-    }
+def _panel(title: str, targets: list[Target], unit: str = "short", kind: str = "timeseries") -> Any:
+    """One panel builder: 8 high, half the width; the dashboard builder lays them out two by two."""
+    panel = PANEL_KINDS[kind]().title(title).datasource(DATASOURCE).unit(unit).height(8).span(12)
+    if kind == "heatmap":  # Prometheus buckets are the cells: Grafana must not bucket them again
+        panel = panel.calculate(False)
+    for i, (expr, legend, *fmt) in enumerate(targets):
+        query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(chr(ord("A") + i))
+        if kind == "heatmap":
+            query = query.format(PromQueryFormat.HEATMAP)  # one series per `le`, sorted, de-accumulated
+        elif fmt:
+            query = query.format(PromQueryFormat(fmt[0]))
+        panel = panel.with_target(query)
+    return panel
 
 
-DATASOURCE = {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}
+def _variable(
+    name: str, query: str, *, multi: bool = False, include_all: bool = False, default: str | None = None
+) -> gd.QueryVariable:
+    variable = (
+        gd.QueryVariable(name)
+        .datasource(DATASOURCE)
+        .query(query)
+        .refresh(gm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(gm.VariableSort.NUMERICAL_ASC)
+        .multi(multi)
+        .include_all(include_all)
+    )
+    if default is not None:  # kept while it is among the query's values (Grafana's rule for `current`)
+        text = "All" if default == "$__all" else default
+        variable = variable.current(gm.VariableOption(selected=True, text=text, value=default))
+    return variable
 
 
 def _dashboard(
-    uid: str, title: str, panels: list[dict], variables: list[dict], description: str = ""
+    uid: str, title: str, panels: list[Any], variables: list[gd.QueryVariable], description: str = ""
 ) -> dict[str, Any]:
-    laid_out = []
+    """The Grafana JSON model (a dict) of one dashboard, built by grafana-foundation-sdk."""
+    builder = (
+        gd.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["meshserve"])
+        .timezone("utc")
+        .refresh("10s")
+        .time("now-1h", "now")
+        .version(1)
+        .with_variable(gd.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+    )
+    for variable in variables:
+        builder = builder.with_variable(variable)
     for i, panel in enumerate(panels):
-        laid_out.append({"id": i + 1, "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8}, **panel})
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["meshserve"],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "10s",
-        "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": [DATASOURCE, *variables]},
-        "panels": laid_out,
-    }
+        builder = builder.with_panel(panel.id(i + 1))
+    return json.loads(json.dumps(builder.build(), cls=JSONEncoder))
+
+
+def canary_pair(spec: MeshSpec) -> tuple[str, int, int]:
+    """(model, stable, canary) the canary dashboard opens on: the first model with two versions, its
+    `traffic.stable`, and the other version with the most weight (the highest one when none has any)."""
+    for name, model in spec.models.items():
+        if len(model.versions) < 2:
+            continue
+        stable = model.stable_version()
+        weights = model.weights()
+        others = sorted((v for v in model.versions if v != stable), key=lambda v: (weights.get(v, 0), v))
+        return name, stable, others[-1]
+    name = next(iter(spec.models))
+    only = next(iter(spec.models[name].versions))
+    return name, only, only
 
 
 def _routes(spec: MeshSpec) -> list[queries.RouteSLI]:
@@ -158,13 +202,21 @@ def service_overview(spec: MeshSpec) -> dict:
                 "percentunit",
             ),
         ],
-        [_variable("route", "label_values(meshserve:slo_error_ratio:rate5m, route)", multi=True, include_all=True)],
+        [
+            _variable(
+                "route",
+                "label_values(meshserve:slo_error_ratio:rate5m, route)",
+                multi=True,
+                include_all=True,
+                default="$__all",
+            )
+        ],
         "Routes measured at the serving workload (a pipeline's business API, a model's servers), the same "
         "series the SLO alerts read: local stack and cluster alike.",
     )
 
 
-def model_serving() -> dict:
+def model_serving(spec: MeshSpec) -> dict:
     sel = 'model=~"$model",version=~"$version"'
     return _dashboard(
         "meshserve-model-serving",
@@ -205,6 +257,12 @@ def model_serving() -> dict:
                 kind="heatmap",
             ),
             _panel(
+                "Request latency distribution",
+                [(f"sum by (le) (increase({INF}_request_duration_seconds_bucket{{{sel}}}[{RI}]))", "{{le}}")],
+                "s",
+                kind="heatmap",
+            ),
+            _panel(
                 "Mean batch size (inferences / executions)",
                 [
                     (
@@ -228,18 +286,23 @@ def model_serving() -> dict:
             ),
         ],
         [
-            _variable("model", f"label_values({INF}_requests_total, model)"),
+            _variable("model", f"label_values({INF}_requests_total, model)", default=next(iter(spec.models))),
             _variable(
                 "version",
                 f'label_values({INF}_requests_total{{model="$model"}}, version)',
                 multi=True,
                 include_all=True,
+                default="$__all",
             ),
         ],
     )
 
 
-def canary_comparison() -> dict:
+def canary_comparison(spec: MeshSpec) -> dict:
+    """Stable against canary. The two version variables default to the spec's stable and canary, and the
+    canary's values exclude the stable one, so the dashboard never opens comparing a version with itself."""
+    model, stable, canary = canary_pair(spec)
+
     def sel(v: str) -> str:
         return f'model="$model",version="${v}"'
 
@@ -249,31 +312,37 @@ def canary_comparison() -> dict:
     def err(v: str) -> str:  # the figure canary analysis gates on (mesh/canary_analysis.py)
         return queries.version_error_ratio("$model", f"${v}", RI)
 
-    mirror = 'model="$model",primary=~"$stable|$canary",mirror=~"$stable|$canary"'
+    mirror = queries.mirror_pair("$model", "$stable", "$canary")
     return _dashboard(
         "meshserve-canary",
         "meshserve / canary comparison",
         [
             _panel(
-                "Traffic share",
-                both(
-                    lambda v: (
-                        f"sum(rate({INF}_requests_total{{{sel(v)}}}[{RI}]))"
-                        f' / scalar(sum(rate({INF}_requests_total{{model="$model"}}[{RI}])))'
-                    )
-                ),
+                "Traffic share vs configured weight (shares include mirrored calls)",
+                [
+                    *both(
+                        lambda v: (
+                            f"sum(rate({INF}_requests_total{{{sel(v)}}}[{RI}]))"
+                            f' / scalar(sum(rate({INF}_requests_total{{model="$model"}}[{RI}])))'
+                        )
+                    ),
+                    *[
+                        (f"max({WEIGHT}{{{sel(v)}}})", f"{v} v${v} configured weight (local stack)")
+                        for v in ("stable", "canary")
+                    ],
+                ],
                 "percentunit",
             ),
             _panel("Error rate (error, rejected, timeout share)", both(err), "percentunit"),
             _panel("p95 latency", both(lambda v: queries.version_latency_quantile("$model", f"${v}", 0.95, RI)), "s"),
             _panel("p99 latency", both(lambda v: queries.version_latency_quantile("$model", f"${v}", 0.99, RI)), "s"),
             _panel(
-                "Top-1 agreement of mirrored answers (local stack: the embedded gateway mirrors)",
+                "Top-1 agreement of mirrored answers (local stack: gateway and business APIs compare)",
                 [
                     (
                         _ratio(
-                            f'rate(meshserve_gateway_mirror_agreement_total{{{mirror},agree="true"}}[{RI}])',
-                            f"rate(meshserve_gateway_mirror_agreement_total{{{mirror}}}[{RI}])",
+                            f'rate({{{mirror},agree="true"}}[{RI}])',
+                            f"rate({{{mirror}}}[{RI}])",
                             "model",
                         ),
                         "agreement",
@@ -282,26 +351,36 @@ def canary_comparison() -> dict:
                 "percentunit",
             ),
             _panel(
-                "Mirrored requests by outcome (local stack: embedded gateway)",
+                "Mirrored requests by outcome (local stack: gateway and business APIs)",
                 [
                     (
                         _events(
-                            "sum by (outcome) (rate(meshserve_gateway_mirror_requests_total"
-                            f'{{model="$model",version="$canary"}}[{RI}]))'
+                            'sum by (outcome) (rate({__name__=~"meshserve_(gateway|pipeline)_mirror_requests_total",'
+                            f'model="$model",version=~"$stable|$canary"}}[{RI}]))'
                         ),
                         "{{outcome}}",
                     )
                 ],
                 "reqps",
             ),
+            _panel(
+                "Canary step: the canary's configured weight (local stack)",
+                [(f"max({WEIGHT}{{{sel('canary')}}})", "v$canary weight")],
+                "percentunit",
+            ),
         ],
         [
-            _variable("model", f"label_values({INF}_requests_total, model)"),
-            _variable("stable", f'label_values({INF}_requests_total{{model="$model"}}, version)'),
-            _variable("canary", f'label_values({INF}_requests_total{{model="$model"}}, version)'),
+            _variable("model", f"label_values({INF}_requests_total, model)", default=model),
+            _variable("stable", f'label_values({INF}_requests_total{{model="$model"}}, version)', default=str(stable)),
+            _variable(
+                "canary",
+                f'label_values({INF}_requests_total{{model="$model",version!="$stable"}}, version)',
+                default=str(canary),
+            ),
         ],
-        "Stable against canary, read at the model servers (local stack and cluster alike). The mirror panels "
-        "come from the local stack's embedded gateway; on a cluster Istio mirrors without comparing answers.",
+        "Stable against canary, read at the model servers (local stack and cluster alike); opens on the spec's "
+        "stable and canary. The mirror panels come from the local stack's embedded gateway and business APIs "
+        "(both compare answers); on a cluster Istio mirrors without comparing answers.",
     )
 
 
@@ -311,13 +390,28 @@ def gateway() -> dict:
         "meshserve / gateway (local stack: embedded gateway)",
         [
             _panel(
+                "Requests by route and version",
+                [
+                    (
+                        f'sum by (route, version) (rate({GW_REQ}{{route=~"$route",version!=""}}[{RI}]))',
+                        "{{route}} v{{version}}",
+                    )
+                ],
+                "reqps",
+            ),
+            _panel(
                 "Requests by route and code",
-                [(f"sum by (route, code) (rate({GW_REQ}[{RI}]))", "{{route}} {{code}}")],
+                [(f'sum by (route, code) (rate({GW_REQ}{{route=~"$route"}}[{RI}]))', "{{route}} {{code}}")],
                 "reqps",
             ),
             _panel(
                 "Requests by upstream version",
-                [(f"sum by (upstream, version) (rate({GW_REQ}[{RI}]))", "{{upstream}} v{{version}}")],
+                [
+                    (
+                        f'sum by (upstream, version) (rate({GW_REQ}{{route=~"$route"}}[{RI}]))',
+                        "{{upstream}} v{{version}}",
+                    )
+                ],
                 "reqps",
             ),
             _panel(
@@ -359,9 +453,13 @@ def gateway() -> dict:
                 ],
                 "reqps",
             ),
-            _panel("Gateway latency p95 by route", [(_quantile(0.95, GW_DUR, "", "route"), "{{route}}")], "s"),
+            _panel(
+                "Gateway latency p95 by route",
+                [(_quantile(0.95, GW_DUR, 'route=~"$route"', "route"), "{{route}}")],
+                "s",
+            ),
         ],
-        [],
+        [_variable("route", f"label_values({GW_REQ}, route)", multi=True, include_all=True, default="$__all")],
         "Local stack only: the embedded gateway (`meshserve up`). On a cluster Kong is the edge and this "
         "gateway does not run; see the cluster edge (Istio) dashboard there. SLIs: the service overview.",
     )
@@ -480,19 +578,25 @@ def gpu() -> dict:
     )
 
 
-BUILDERS = {
-    "service-overview": lambda: service_overview(load_spec(check_repository=False)),
+BUILDERS: dict[str, Callable[[MeshSpec], dict]] = {
+    "service-overview": service_overview,
     "model-serving": model_serving,
     "canary-comparison": canary_comparison,
-    "gateway": gateway,
-    "cluster-edge": cluster_edge,
-    "gpu-dcgm": gpu,
+    "gateway": lambda _spec: gateway(),
+    "cluster-edge": lambda _spec: cluster_edge(),
+    "gpu-dcgm": lambda _spec: gpu(),
 }
 
 
-def render() -> dict[str, str]:
-    """File name -> JSON text of every dashboard."""
-    return {f"{name}.json": json.dumps(build(), indent=2) + "\n" for name, build in BUILDERS.items()}
+def build(spec: MeshSpec) -> dict[str, dict[str, Any]]:
+    """File name -> dashboard JSON model: what Grafana imports and what the local console draws."""
+    return {f"{name}.json": builder(spec) for name, builder in BUILDERS.items()}
+
+
+def render(spec: MeshSpec | None = None) -> dict[str, str]:
+    """File name -> JSON text of every dashboard (the repository's mesh.yaml unless `spec` is given)."""
+    spec = spec or load_spec(check_repository=False)
+    return {name: json.dumps(model, indent=2) + "\n" for name, model in build(spec).items()}
 
 
 def main() -> None:

@@ -24,6 +24,10 @@ INFERENCE_DURATION = "meshserve_inference_request_duration_seconds"
 GATEWAY_REQUESTS = "meshserve_gateway_requests_total"  # local stack only: the embedded gateway
 GATEWAY_DURATION = "meshserve_gateway_request_duration_seconds"
 GATEWAY_MIRROR_AGREEMENT = "meshserve_gateway_mirror_agreement_total"
+PIPELINE_MIRROR_AGREEMENT = "meshserve_pipeline_mirror_agreement_total"  # the business API's (pipeline routes)
+# Both comparers count rows with the same labels: one selector reads them together, so agreement exists
+# whichever route (direct /v2 through the gateway, or a pipeline's business route) carries the traffic.
+MIRROR_AGREEMENT = f'__name__=~"{GATEWAY_MIRROR_AGREEMENT}|{PIPELINE_MIRROR_AGREEMENT}"'
 ERROR_CODES = "5.."
 # Outcomes that count against a model route's availability: server errors, timeouts (504) and
 # shed requests (503), as Istio counts every 5xx. The model server also files a 4xx decode error of
@@ -136,22 +140,23 @@ def version_request_rate(model: str, version: int | str, window: str) -> str:
     return f"sum(rate({INFERENCE_REQUESTS}{{{version_selector(model, version)}}}[{window}]))"
 
 
-def _mirror_pair(model: str, a: int | str, b: int | str) -> str:
-    """Both directions: the primary may be either version (a canary at 100% mirrors to the stable)."""
+def mirror_pair(model: str, a: int | str, b: int | str) -> str:
+    """Both comparers, both directions: the primary may be either version (a canary at 100% mirrors to
+    the stable). Template variables ($stable) work as values too."""
     pair = f"{a}|{b}"
-    return f'model={quote(model)},primary=~"{pair}",mirror=~"{pair}"'
+    return f'{MIRROR_AGREEMENT},model={quote(model)},primary=~"{pair}",mirror=~"{pair}"'
 
 
 def mirror_agreement(model: str, a: int | str, b: int | str, window: str) -> str:
     """Top-1 agreement between two versions on mirrored inputs (empty until a mirror is compared)."""
-    sel = _mirror_pair(model, a, b)
-    compared = f"sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{sel}}}[{window}]))"
-    agreed = f'sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{sel},agree="true"}}[{window}]))'
+    sel = mirror_pair(model, a, b)
+    compared = f"sum(increase({{{sel}}}[{window}]))"
+    agreed = f'sum(increase({{{sel},agree="true"}}[{window}]))'
     return f"({agreed} or {compared} * 0) / {compared}"  # all disagreeing reads 0, not empty
 
 
 def mirror_compared(model: str, a: int | str, b: int | str, window: str) -> str:
-    return f"sum(increase({GATEWAY_MIRROR_AGREEMENT}{{{_mirror_pair(model, a, b)}}}[{window}]))"
+    return f"sum(increase({{{mirror_pair(model, a, b)}}}[{window}]))"
 
 
 def service_up(service: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Modules that add processes to `meshserve up` (e.g. Prometheus, an OTel collector). Each defines
 # `processes(stack) -> list[services.local.plan.ProcessSpec]`; add one line here per module.
-EXTRA_PROCESS_MODULES: tuple[str, ...] = ("observability.prometheus",)  # local Prometheus
+EXTRA_PROCESS_MODULES: tuple[str, ...] = ("observability.prometheus", "observability.console")
 RUNS_ROOT = Path(__file__).resolve().parents[2] / "runs"
 
 # sklearn digits image 0 (a "0"), on the 8-bit scale: the example request `up` prints.
@@ -48,6 +48,9 @@ def example(stack) -> str:
     for managed in stack.processes:
         spec = managed.spec
         lines.append(f"  {spec.service:32} {spec.instance:34} {spec.url}  (pid {managed.proc.pid})")
+    console = stack.instances("console")
+    if console:
+        lines += ["", f"  console (live panels from the local Prometheus): {console[0].spec.url}/"]
     gateway = stack.instances("gateway")
     if gateway:
         base = gateway[0].spec.url

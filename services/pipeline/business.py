@@ -31,6 +31,7 @@ from services.common.files import file_identity
 from services.discovery import Discovery
 from services.gateway.policy import ModelRoute, RouteError, build_model_route
 from services.pipeline.service import JSON, BadRequest, create_app, error_response
+from services.pipeline.shadow import Shadow
 from services.pipeline.tensors import OCTET, SHAPE_HEADER, from_raw, shape_header, v2_infer_request, v2_output
 from services.pipeline.traffic import TrafficSettings, single_try
 
@@ -132,6 +133,7 @@ class PipelineRunner:
         self.client = client
         # (service, metadata path, forwarded headers) -> (input name, output name)
         self.signatures: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
+        self.shadow = Shadow(self._model)  # the spec's mirror, compared (services/pipeline/shadow.py)
 
     async def _stage(self, plan: Plan, service: str, kind: str, body: bytes, headers: dict[str, str]) -> Reply:
         reply = await self.client.request(
@@ -193,7 +195,9 @@ class PipelineRunner:
         for service, kind in plan.stage_services:
             if not kind:
                 assert tensor is not None, "the model stage needs a stage before it that makes a tensor"
+                model_input = tensor
                 tensor, version = await self._model(plan, call, tensor)
+                self.shadow.after_model(plan, call, model_input, tensor)
                 payload = tensor.astype("<f4", copy=False).tobytes()
                 headers = {"content-type": OCTET, SHAPE_HEADER: shape_header(tensor.shape), "accept": OCTET}
                 continue
@@ -223,6 +227,7 @@ def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: Traffic
         state["pipeline"] = PipelineRunner(live, client)
 
     async def stop() -> None:
+        await state["pipeline"].shadow.close()
         await state["pipeline"].client.close()
         discovery.close()
 

@@ -19,6 +19,7 @@ import pytest
 from mesh import canary
 from mesh.canary_analysis import (
     NO_AGREEMENT_HINT,
+    NO_TRAFFIC_HINT,
     Figures,
     Thresholds,
     advance,
@@ -36,6 +37,7 @@ from services.local.supervisor import LocalStack
 from tests.observability.livestack import (
     REPO,
     Driver,
+    classify,
     copy_repository,
     copy_spec,
     infer,
@@ -128,8 +130,16 @@ def test_without_agreement_data_the_step_fails_and_says_where_agreement_is_count
     hints = [c.hint for c in checks if c.hint]
     assert hints == [NO_AGREEMENT_HINT] and "embedded gateway" in hints[0] and "--agreement skip" in hints[0]
     assert not any(c.hint for c in judge(HEALTHY, Thresholds())), "no hint when comparisons were counted"
+    assert "business API" in NO_AGREEMENT_HINT, "the hint names both comparers, not only the gateway"
     quiet = Figures(**{**no_mirror.__dict__, "compared": 0})  # a gateway that compares, in a quiet window
     assert not any(c.hint for c in judge(quiet, Thresholds())) and _failed(quiet)[0] == "mirrored comparisons"
+
+
+def test_without_any_traffic_the_hint_says_so_rather_than_blaming_the_mesh() -> None:
+    idle = Figures(**{**HEALTHY.__dict__, "compared": math.nan, "agreement": math.nan})
+    idle = Figures(**{**idle.__dict__, "stable_requests": math.nan, "canary_requests": 0})
+    hints = [c.hint for c in judge(idle, Thresholds()) if c.hint]
+    assert hints == [NO_TRAFFIC_HINT] and "no requests reached" in hints[0]
 
 
 def test_skipped_agreement_judges_errors_and_latency_alone() -> None:
@@ -310,11 +320,11 @@ def _reset(stack: LocalStack, weights: dict[int, int]) -> None:
     )
 
 
-def _analyse(stack: LocalStack, version: int, tmp_path: Path):
+def _analyse(stack: LocalStack, version: int, tmp_path: Path, send=infer):
     # Latency is judged loosely here: on a shared 2-core machine one replica of v2 against two of v1
     # differs by tens of ms from run to run. The pure tests above pin the latency check itself.
     limits = Thresholds(min_requests=10, min_compared=10, max_latency_ratio=5.0, latency_slack_s=0.25)
-    with Driver(stack, infer, rate=40, limit=2000) as traffic:
+    with Driver(stack, send, rate=40, limit=2000) as traffic:
         report = advance(
             stack.spec_path, "digits", version, [50, 100], hold_s=4, scrape_interval_s=1,
             prometheus=prometheus_url(stack), limits=limits,
@@ -361,3 +371,27 @@ def test_a_canary_that_disagrees_is_rolled_back(stack: LocalStack, tmp_path: Pat
     assert failed == ["top-1 agreement"], data["steps"][0]
     assert data["steps"][0]["figures"]["agreement"] < 0.5
     assert canary.current_weights(read_yaml(stack.spec_path), "digits") == {1: 100, 2: 0, 3: 0}
+
+
+@needs_prometheus
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("version", "outcome"), [(2, "promoted"), (3, "rolled back")])
+def test_business_route_traffic_alone_is_judged(stack: LocalStack, tmp_path: Path, version: int, outcome: str) -> None:
+    """Only the pipeline route (/v1/digits:classify) carries traffic, as for most users: its business API
+    mirrors the model calls and compares them, so a healthy canary is promoted and a wrong one rolled back
+    on agreement (before services/pipeline/shadow.py both rolled back: no comparisons at all)."""
+    _reset(stack, {1: 100, 2: 0, 3: 0})
+    report, data, markdown, codes = _analyse(stack, version, tmp_path, send=classify)
+    assert report.outcome == outcome, markdown
+    assert all(s["figures"]["compared"] >= 10 for s in data["steps"]), markdown
+    if outcome == "promoted":
+        assert [s["weight"] for s in data["steps"]] == [50, 100]
+        assert all(s["figures"]["agreement"] >= 0.95 for s in data["steps"])
+        assert canary.current_weights(read_yaml(stack.spec_path), "digits") == {1: 0, 2: 100, 3: 0}
+        assert set(codes) == {200}, codes
+    else:
+        failed = [c["name"] for c in data["steps"][0]["checks"] if not c["passed"]]
+        assert failed == ["top-1 agreement"], data["steps"][0]
+        assert canary.current_weights(read_yaml(stack.spec_path), "digits") == {1: 100, 2: 0, 3: 0}
+    compared = query(prometheus_url(stack), 'sum(meshserve_pipeline_mirror_agreement_total{model="digits"})')
+    assert compared and float(compared[0]["value"][1]) >= 10, "the business API counted the comparisons"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,9 +42,15 @@ needs_prometheus = pytest.mark.skipif(
 
 @contextmanager
 def observed_stack(
-    run_dir: Path, spec_path: Path, env: dict[str, str] | None = None, *, prometheus: bool = True
+    run_dir: Path,
+    spec_path: Path,
+    env: dict[str, str] | None = None,
+    *,
+    prometheus: bool = True,
+    extra: Sequence[Callable[[LocalStack], list]] = (),
 ) -> Iterator[LocalStack]:
-    """The real stack + Prometheus scraping it every second + spans appended to run_dir/spans.jsonl."""
+    """The real stack + Prometheus scraping it every second + spans appended to run_dir/spans.jsonl;
+    `extra` hooks add processes as `up`'s EXTRA_PROCESS_MODULES do (e.g. the console)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(
         spec_path,
@@ -62,6 +68,8 @@ def observed_stack(
     )
     if prometheus:
         stack.add_processes(processes(stack))
+    for hook in extra:
+        stack.add_processes(hook(stack))
     with stack:
         yield stack
 

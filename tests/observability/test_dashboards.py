@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+from mesh import canary
+from mesh.spec import load_spec, read_yaml
 from observability import build_dashboards
 from observability.dashboards import load_dashboards, panel_queries
-from tests.observability.livestack import VARIABLES
+from tests.observability.livestack import REPO, VARIABLES
 
 REQUIRED = {
     "service-overview.json",
@@ -70,3 +77,82 @@ def test_slo_dashboards_read_the_workloads_not_the_local_gateway() -> None:
     )
     assert any('meshserve_inference_requests_total{model="digits"}' in e for e in overview)
     assert "local stack" in dashboards["gateway.json"]["title"]
+
+
+# --------------------------------------------------------------------------- Grafana 10 and 11 import
+
+# Panel types built into both Grafana 10 and 11 (no plugin to install).
+CORE_PANELS = {"timeseries", "heatmap", "state-timeline", "stat", "table", "bargauge", "text"}
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_imports_into_grafana_10_and_11(name: str) -> None:
+    """What an import needs: a schema both versions read (older ones are migrated, newer ones are not
+    understood by 10.x), a datasource variable every panel and query points at (so the import asks
+    for the Prometheus datasource), core panel types, a grid that fits 24 columns without overlaps."""
+    d = load_dashboards()[name]
+    low, high = build_dashboards.SCHEMA_VERSION_RANGE
+    assert low <= d["schemaVersion"] <= high, d["schemaVersion"]
+    assert 0 < len(d["uid"]) <= 40 and d["title"]
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ref = {"type": "prometheus", "uid": "${datasource}"}
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"] == ref and v["query"], v
+    cells: set[tuple[int, int]] = set()
+    for panel in d["panels"]:
+        assert panel["type"] in CORE_PANELS, panel["type"]
+        assert panel["datasource"] == ref, panel["title"]
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24 and pos["h"] > 0, (panel["title"], pos)
+        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not cells & mine, f"{panel['title']} overlaps another panel"
+        cells |= mine
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_the_json_is_grafanas_schema_as_the_sdk_reads_it(name: str) -> None:
+    """Parsed by the SDK's own Dashboard model and written again, nothing is lost or renamed."""
+    d = load_dashboards()[name]
+    assert json.loads(json.dumps(Dashboard.from_json(d), cls=JSONEncoder)) == d
+
+
+def test_heatmaps_ask_prometheus_for_heatmap_frames() -> None:
+    """A bucket query drawn as a heatmap needs `format: heatmap` (de-accumulated `le` series) and no
+    re-bucketing by Grafana (`calculate: false`); the latency distribution was missing it."""
+    heatmaps = [p for d in load_dashboards().values() for p in d["panels"] if p["type"] == "heatmap"]
+    titles = {p["title"] for p in heatmaps}
+    assert {"Batch size distribution", "Request latency distribution"} <= titles
+    for panel in heatmaps:
+        assert panel["options"]["calculate"] is False, panel["title"]
+        assert all(t["format"] == "heatmap" and "_bucket" in t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def _variables(dashboard: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in dashboard["templating"]["list"]}
+
+
+def test_the_canary_dashboard_opens_on_the_specs_stable_and_canary(tmp_path: Path) -> None:
+    variables = _variables(load_dashboards()["canary-comparison.json"])
+    assert variables["stable"]["current"]["value"] == "1" and variables["canary"]["current"]["value"] == "2"
+    assert variables["stable"]["query"] != variables["canary"]["query"], "two variables, not one query twice"
+    assert "$stable" in variables["canary"]["query"], "the canary's values leave the stable version out"
+    # after `canary promote digits v2` the dashboard follows the spec
+    doc = canary.promote(read_yaml(REPO / "mesh" / "mesh.yaml"), "digits", 2)
+    path = tmp_path / "mesh.yaml"
+    doc["repository"] = str(REPO / "models")
+    path.write_text(canary.dump(doc))
+    spec = load_spec(path, check_repository=False)
+    promoted = _variables(build_dashboards.canary_comparison(spec))
+    assert promoted["stable"]["current"]["value"] == "2" and promoted["canary"]["current"]["value"] == "1"
+
+
+def test_routes_are_variables_where_the_series_carry_them() -> None:
+    dashboards = load_dashboards()
+    for name in ("gateway.json", "service-overview.json"):
+        route = _variables(dashboards[name])["route"]
+        assert route["includeAll"] and route["current"]["value"] == "$__all", name
+    gateway_exprs = [t["expr"] for p in dashboards["gateway.json"]["panels"] for t in p["targets"]]
+    assert all('route=~"$route"' in e for e in gateway_exprs if "meshserve_gateway_request" in e)

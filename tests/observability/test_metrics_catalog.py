@@ -8,7 +8,8 @@ from prometheus_client import REGISTRY
 
 import services.common.telemetry
 import services.gateway.metrics
-import services.modelserver.metrics  # noqa: F401  (importing registers the metrics)
+import services.modelserver.metrics
+import services.pipeline.shadow  # noqa: F401  (importing registers the metrics)
 
 CATALOG = Path(__file__).resolve().parents[2] / "observability" / "METRICS.md"
 
