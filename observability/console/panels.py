@@ -92,7 +92,10 @@ def rate_interval(step_s: float, scrape_s: float) -> str:
 
 
 def legend(template: str, labels: dict[str, str]) -> str:
-    """A Grafana legend format (`{{route}} v{{version}}`) with a series' labels; its labels when empty."""
-    if not template:
-        return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "value"
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template).strip()
+    """A Grafana legend format (`{{route}} v{{version}}`) with a series' labels; its labels when empty.
+    A legend left empty is the unlabelled `or vector(0)` of an event counter: nothing has happened yet."""
+    if template:
+        text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template).strip()
+    else:
+        text = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return text or "none so far"

@@ -50,12 +50,20 @@ function align(series) {
   return [xs, ...ys];
 }
 
+function yRange(unit, min, max) {
+  const low = Math.min(0, min ?? 0);
+  let high = max ?? 0;
+  if (!(high > low)) high = unit === "percentunit" ? 1 : low + 1;
+  return [low, high * 1.1];
+}
+
 function makeChart(panel, el, names) {
   const unit = panel.unit;
   const opts = {
     width: Math.max(el.clientWidth - 24, 300),
     height: 230,
-    scales: { x: { time: true } },
+    // y from 0, and a flat line (no errors, nothing queued) sits at the bottom of a sensible scale
+    scales: { x: { time: true }, y: { range: (u, min, max) => yRange(unit, min, max) } },
     series: [{}, ...names.map((name, i) => ({
       label: name, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false,
       value: (u, v) => fmt(unit, v),
