@@ -181,7 +181,8 @@ def build_app(console: Console) -> Starlette:
         for target, result in zip(panel.targets, results, strict=True):
             for item in result:
                 values = [[float(t), _finite(v)] for t, v in item["values"]]
-                series.append({"name": legend(target.legend, item["metric"]), "values": values})
+                labelled = bool(item["metric"])  # not an idle counter's `or vector(0)`
+                series.append({"name": legend(target.legend, item["metric"]), "labelled": labelled, "values": values})
         return JSONResponse({"id": panel.id, "start": start, "end": end, "step": step, "series": series})
 
     @contextlib.asynccontextmanager

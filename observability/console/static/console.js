@@ -74,15 +74,30 @@ function makeChart(panel, el, names) {
   return new uPlot(opts, [[], ...names.map(() => [])], el.querySelector(".chart"));
 }
 
-async function refreshPanel(panel) {
-  const el = document.getElementById(panel.id);
-  let body;
+async function fetchPanel(panel) {
   try {
-    body = await getJSON(`/api/panel/${panel.id}?seconds=${state.seconds}`);
+    return await getJSON(`/api/panel/${panel.id}?seconds=${state.seconds}`);
   } catch (err) {
+    return { error: err.message };
+  }
+}
+
+// Every chart shares one time axis: from the first sample of real data on the page (an idle counter's
+// `or vector(0)` does not count) to now, so the panels line up.
+function firstData(bodies) {
+  const starts = bodies.flatMap((b) => (b.series || [])
+    .filter((s) => s.labelled && s.values.length)
+    .map((s) => s.values[0][0]));
+  return starts.length ? Math.min(...starts) : null;
+}
+
+function drawPanel(panel, body, xMin) {
+  const el = document.getElementById(panel.id);
+  const note = el.querySelector(".note");
+  if (body.error) {
     el.dataset.state = "error";
-    el.querySelector(".note").className = "note error";
-    el.querySelector(".note").textContent = err.message;
+    note.className = "note error";
+    note.textContent = body.error;
     return;
   }
   const names = body.series.map((s) => s.name);
@@ -90,7 +105,6 @@ async function refreshPanel(panel) {
   el.dataset.series = String(body.series.length);
   el.dataset.points = String(points);
   el.dataset.state = "ok";
-  const note = el.querySelector(".note");
   note.className = "note" + (body.series.length ? "" : " empty");
   note.textContent = body.series.length ? "" : "no data yet: send some traffic";
   let chart = state.charts[panel.id];
@@ -104,7 +118,11 @@ async function refreshPanel(panel) {
     return;
   }
   if (!chart) chart = state.charts[panel.id] = makeChart(panel, el, names);
-  chart.setData(align(body.series));
+  const data = align(body.series);
+  chart.batch(() => {
+    chart.setData(data, false);
+    chart.setScale("x", { min: Math.max(body.start, xMin ?? body.start), max: body.end });
+  });
 }
 
 function layout(panels) {
@@ -142,7 +160,9 @@ async function refreshAll() {
     status.textContent = err.message;
     return;
   }
-  await Promise.all(state.panels.map(refreshPanel));
+  const bodies = await Promise.all(state.panels.map(fetchPanel));
+  const xMin = firstData(bodies);
+  state.panels.forEach((panel, i) => drawPanel(panel, bodies[i], xMin));
   document.body.dataset.refreshed = String(Date.now());
 }
 
