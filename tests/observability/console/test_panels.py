@@ -60,8 +60,8 @@ def test_fill_leaves_grafanas_own_variables() -> None:
 def test_legends_take_the_series_labels() -> None:
     assert legend("{{route}} v{{version}}", {"route": "/v1/x", "version": "2"}) == "/v1/x v2"
     assert legend("", {"b": "2", "a": "1"}) == "a=1, b=2"
-    assert legend("{{upstream}}", {}) == "none so far"
-    assert legend("v2 configured weight", {}) == "v2 configured weight"  # the `or vector(0)` of a counter with no events yet
+    assert legend("{{upstream}}", {}) == "none so far"  # the `or vector(0)` of a counter with no events yet
+    assert legend("v2 configured weight", {}) == "v2 configured weight"
 
 
 @pytest.mark.parametrize(
