@@ -19,11 +19,14 @@ UPLOT_VERSION = "1.6.32"  # npm `uplot`, its dist/uPlot.iife.min.js and uPlot.mi
 
 
 def processes(stack: Any) -> list[Any]:
-    """The supervisor hook: the console, reading the stack's spec and its Prometheus's URL file."""
-    from observability.prometheus import DEFAULT_SCRAPE_INTERVAL, SCRAPE_INTERVAL_ENV
+    """The supervisor hook: the console, reading the stack's spec and its Prometheus's URL file. Nothing
+    when the stack runs no Prometheus (no binary, or MESHSERVE_PROMETHEUS=off): it would have nothing to draw."""
+    from observability.prometheus import DEFAULT_SCRAPE_INTERVAL, SCRAPE_INTERVAL_ENV, find_binary
     from services.local.plan import ProcessSpec
     from services.local.supervisor import free_port
 
+    if find_binary() is None:
+        return []
     port = free_port()
     argv = (
         sys.executable, "-m", "observability.console",
