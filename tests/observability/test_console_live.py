@@ -64,6 +64,26 @@ def test_the_console_answers_bad_requests_with_4xx(loaded: str) -> None:
     assert httpx.get(f"{loaded}/static/uPlot.iife.min.js").status_code == 200
 
 
+def _panel(console: str, title: str) -> dict:
+    panels = httpx.get(f"{console}/api/panels").json()["panels"]
+    panel = next(p for p in panels if p["title"] == title)
+    reply = httpx.get(f"{console}/api/panel/{panel['id']}", params={"seconds": "120"})
+    assert reply.status_code == 200, reply.text
+    return {s["name"]: [v for _, v in s["values"] if v is not None] for s in reply.json()["series"]}
+
+
+def test_the_panels_carry_the_mesh_as_it_runs(loaded: str) -> None:
+    """The series behind the page: both routes answered by v1 (90%), the business API's configured split,
+    and agreement of the mirrored v2 answers (the same model: close to 100%)."""
+    by_route = _panel(loaded, "Requests by route and version")
+    assert {"/v1/digits:classify v1", "/v2/models/digits/infer v1"} <= set(by_route), sorted(by_route)
+    split = _panel(loaded, PICKS[1][1])
+    assert split["stable v1 configured weight (local stack)"][-1] == pytest.approx(0.9)
+    assert split["canary v2 configured weight (local stack)"][-1] == pytest.approx(0.1)
+    agreement = _panel(loaded, PICKS[9][1])
+    assert agreement and all(v >= 0.9 for values in agreement.values() for v in values), agreement
+
+
 def test_up_prints_the_console_url(stack: LocalStack) -> None:
     from services.local.commands import example
 

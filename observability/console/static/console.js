@@ -23,17 +23,25 @@ async function getJSON(url) {
   return body;
 }
 
+function span(text, className, title) {
+  const el = document.createElement(className === "name" ? "b" : "span");
+  el.textContent = text;
+  if (className && className !== "name") el.className = className;
+  if (title) el.title = title;
+  return el;
+}
+
+// What the spec asks for, per model (text nodes only: names come from the user's mesh.yaml).
 function renderModels(models) {
   const box = document.getElementById("models");
   box.replaceChildren(...models.map((m) => {
     const el = document.createElement("div");
     el.className = "model";
-    const split = Object.entries(m.weights).map(([v, w]) => `v${v} ${w}%`).join(" · ");
-    let text = `<b>${m.model}</b>${split} <span title="where a rollback lands">(stable v${m.stable})</span>`;
-    for (const c of m.canary) text += ` <span class="step">canary v${c.version} at step ${c.weight}%</span>`;
-    if (m.mirror && m.mirror.percentage > 0) text += ` · mirror ${m.mirror.percentage}% to v${m.mirror.version}`;
-    el.innerHTML = text;
     el.dataset.model = m.model;
+    const split = Object.entries(m.weights).map(([v, w]) => `v${v} ${w}%`).join(" · ");
+    el.append(span(m.model, "name"), `${split} `, span(`(stable v${m.stable})`, "", "where a rollback lands"));
+    for (const c of m.canary) el.append(" ", span(`canary v${c.version} at step ${c.weight}%`, "step"));
+    if (m.mirror && m.mirror.percentage > 0) el.append(` · mirror ${m.mirror.percentage}% to v${m.mirror.version}`);
     return el;
   }));
 }
