@@ -22,9 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as gc
 from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.builders import heatmap, prometheus, statetimeline, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as gcm
 from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -71,9 +73,13 @@ PANEL_KINDS: dict[str, Callable[[], Any]] = {
 
 def _panel(title: str, targets: list[Target], unit: str = "short", kind: str = "timeseries") -> Any:
     """One panel builder: 8 high, half the width; the dashboard builder lays them out two by two."""
-    panel = PANEL_KINDS[kind]().title(title).datasource(DATASOURCE).unit(unit).height(8).span(12)
-    if kind == "heatmap":  # Prometheus buckets are the cells: Grafana must not bucket them again
-        panel = panel.calculate(False)
+    panel = PANEL_KINDS[kind]().title(title).datasource(DATASOURCE).height(8).span(12)
+    if kind == "heatmap":  # Prometheus buckets are the cells (counts): Grafana must not bucket them again
+        panel = panel.calculate(False).y_axis(heatmap.YAxisConfig().unit(unit)).unit("short")
+    else:  # a legend list under the chart, every series in the tooltip (and panel options never null)
+        shown = gc.VizLegendOptions().show_legend(True).display_mode(gcm.LegendDisplayMode.LIST)
+        tooltip = gc.VizTooltipOptions().mode(gcm.TooltipDisplayMode.MULTI).sort(gcm.SortOrder.DESCENDING)
+        panel = panel.unit(unit).legend(shown.placement(gcm.LegendPlacement.BOTTOM)).tooltip(tooltip)
     for i, (expr, legend, *fmt) in enumerate(targets):
         query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(chr(ord("A") + i))
         if kind == "heatmap":

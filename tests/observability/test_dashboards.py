@@ -103,6 +103,7 @@ def test_imports_into_grafana_10_and_11(name: str) -> None:
     cells: set[tuple[int, int]] = set()
     for panel in d["panels"]:
         assert panel["type"] in CORE_PANELS, panel["type"]
+        assert isinstance(panel.get("options"), dict), f"{panel['title']}: options must be an object"
         assert panel["datasource"] == ref, panel["title"]
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24 and pos["h"] > 0, (panel["title"], pos)
