@@ -47,7 +47,7 @@ HTTP_DUR = "meshserve_http_request_duration_seconds"
 INF = "meshserve_inference"
 WEIGHT = "meshserve_pipeline_traffic_weight_ratio"
 
-Target = tuple[str, str] | tuple[str, str, str]  # (expr, legend[, format])
+Target = tuple[str, str]  # (PromQL, legend format)
 
 
 def _ratio(errors: str, total: str, by: str) -> str:
@@ -80,12 +80,10 @@ def _panel(title: str, targets: list[Target], unit: str = "short", kind: str = "
         shown = gc.VizLegendOptions().show_legend(True).display_mode(gcm.LegendDisplayMode.LIST)
         tooltip = gc.VizTooltipOptions().mode(gcm.TooltipDisplayMode.MULTI).sort(gcm.SortOrder.DESCENDING)
         panel = panel.unit(unit).legend(shown.placement(gcm.LegendPlacement.BOTTOM)).tooltip(tooltip)
-    for i, (expr, legend, *fmt) in enumerate(targets):
+    for i, (expr, legend) in enumerate(targets):
         query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(chr(ord("A") + i))
         if kind == "heatmap":
             query = query.format(PromQueryFormat.HEATMAP)  # one series per `le`, sorted, de-accumulated
-        elif fmt:
-            query = query.format(PromQueryFormat(fmt[0]))
         panel = panel.with_target(query)
     return panel
 
