@@ -100,6 +100,8 @@ def _variable(
         .multi(multi)
         .include_all(include_all)
     )
+    if include_all:  # "All" is every value, also one the variable's query does not list (e.g. a route without SLO)
+        variable = variable.all_value(".*")
     if default is not None:  # kept while it is among the query's values (Grafana's rule for `current`)
         text = "All" if default == "$__all" else default
         variable = variable.current(gm.VariableOption(selected=True, text=text, value=default))
@@ -150,9 +152,13 @@ def _routes(spec: MeshSpec) -> list[queries.RouteSLI]:
 
 
 def _by_route(spec: MeshSpec, build) -> str:
-    """One series per route, each from its own workload (queries.route_sli), labelled `route`."""
+    """One series per route, each from its own workload (queries.route_sli), labelled `route`, kept when
+    the route matches the `$route` variable. The routes come from the spec (each reads a different
+    workload's series), the choice among them from the variable: label_replace marks the matching series
+    `shown="1"` (it leaves the others alone) and `and on(shown)` keeps only those."""
     parts = [f'label_replace({build(sli)}, "route", {queries.quote(sli.route)}, "", "")' for sli in _routes(spec)]
-    return " or ".join(parts)
+    marked = f'label_replace({" or ".join(parts)}, "shown", "1", "route", "$route")'
+    return f'{marked} and on(shown) label_replace(vector(1), "shown", "1", "", "")'
 
 
 def service_overview(spec: MeshSpec) -> dict:

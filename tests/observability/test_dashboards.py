@@ -155,5 +155,10 @@ def test_routes_are_variables_where_the_series_carry_them() -> None:
     for name in ("gateway.json", "service-overview.json"):
         route = _variables(dashboards[name])["route"]
         assert route["includeAll"] and route["current"]["value"] == "$__all", name
+        assert route["allValue"] == ".*", "All is every route, also one the variable's query does not list"
     gateway_exprs = [t["expr"] for p in dashboards["gateway.json"]["panels"] for t in p["targets"]]
     assert all('route=~"$route"' in e for e in gateway_exprs if "meshserve_gateway_request" in e)
+    by_route = [p for p in dashboards["service-overview.json"]["panels"] if p["title"].endswith("by route")]
+    by_route += [p for p in dashboards["service-overview.json"]["panels"] if "by route (" in p["title"]]
+    assert len(by_route) == 3
+    assert all('"route", "$route")' in t["expr"] for p in by_route for t in p["targets"]), "filtered by $route"

@@ -85,6 +85,18 @@ def test_dashboard_query_returns_data(loaded: str, dashboard: str, title: str, e
     until(lambda: query(loaded, expr), 10, f"data for {dashboard} / {title!r}:\n{expr}")
 
 
+def test_the_route_variable_picks_routes_on_the_overview(loaded: str) -> None:
+    """The by-route panels read each route from its own workload; `$route` chooses among them."""
+    overview = load_dashboards()["service-overview.json"]
+    route = "/v1/digits:classify"
+    for title, expr in panel_queries(overview, {**VARIABLES, "route": route}, rate_interval="1m"):
+        if title == "Throughput by route":
+            shown = until(lambda expr=expr: query(loaded, expr), 10, f"data for {title!r} with route={route}")
+            assert {s["metric"]["route"] for s in shown} == {route}
+    everything = dict(panel_queries(overview, VARIABLES, rate_interval="1m"))["Throughput by route"]
+    assert {s["metric"]["route"] for s in query(loaded, everything)} >= {route, "/v2/models/digits/infer"}
+
+
 def _signals() -> list[tuple[str, str]]:
     return alert_signals(load_spec(check_repository=False))
 
