@@ -581,8 +581,8 @@ def register_canary(ops: argparse._SubParsersAction) -> None:
         "--agreement",
         choices=AGREEMENT_MODES,
         default="required",
-        help="top-1 agreement on mirrored inputs: required (the local stack's gateway compares them) or skip "
-        "(a cluster's Istio mirrors without comparing)",
+        help="top-1 agreement on mirrored inputs: required (the local stack's gateway and business APIs "
+        "compare them) or skip (a cluster's Istio mirrors without comparing)",
     )
     parser.add_argument("--max-error-increase", type=float, default=limits.max_error_increase)
     parser.add_argument("--max-latency-ratio", type=float, default=limits.max_latency_ratio)
