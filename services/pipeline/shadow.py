@@ -104,14 +104,19 @@ class Shadow:
         self.infer = infer
         self.tasks: set[asyncio.Task] = set()
         self._plan: object | None = None
+        self._exported: set[tuple[str, str]] = set()  # weight gauges this process set
 
     def after_model(self, plan: _Plan, call: _Call, tensor: np.ndarray, output: np.ndarray) -> None:
         """Called once the primary answered; returns at once (the shadow runs in the background)."""
         route = plan.model
-        if plan is not self._plan:  # a new spec snapshot: export its weights
+        if plan is not self._plan:  # a new spec snapshot: export its weights (and drop removed versions')
             self._plan = plan
-            for version, share in weights(route).items():
-                TRAFFIC_WEIGHT.labels(route.name, str(version)).set(share)
+            current = {(route.name, str(v)): share for v, share in weights(route).items()}
+            for labels in self._exported - current.keys():
+                TRAFFIC_WEIGHT.remove(*labels)
+            for labels, share in current.items():
+                TRAFFIC_WEIGHT.labels(*labels).set(share)
+            self._exported = set(current)
         mirror = route.mirror_version
         if call.version is None or mirror is None or mirror == call.version or mirror not in route.services:
             return

@@ -119,3 +119,21 @@ def test_failures_are_counted_and_shadows_stay_bounded(monkeypatch: pytest.Monke
     _run(Route(name="bounded"), Call("digits-v1", "/p", {}, 1), infer, n=5)
     assert _count("meshserve_pipeline_mirror_requests_total", outcome="error", **labels) - errors == 3
     assert _count("meshserve_pipeline_mirror_requests_total", outcome="dropped", **labels) - dropped == 2
+
+
+def test_the_exported_weights_follow_the_spec() -> None:
+    async def infer(plan, call, tensor):
+        return tensor, call.version
+
+    async def go() -> None:
+        mirror = Shadow(infer)
+        call = Call("w-v1", "/p", {}, 1)
+        tensors = (np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32))
+        mirror.after_model(Plan(Route(name="w", mirror_version=None)), call, *tensors)
+        assert _count("meshserve_pipeline_traffic_weight_ratio", model="w", version="3") == 0.0
+        smaller = Route(name="w", mirror_version=None, split_versions=(1,), cumulative=(100,), services={1: "w-v1"})
+        mirror.after_model(Plan(smaller), call, *tensors)  # v2 and v3 left the spec
+
+    asyncio.run(go())
+    assert _count("meshserve_pipeline_traffic_weight_ratio", model="w", version="1") == 1.0
+    assert REGISTRY.get_sample_value("meshserve_pipeline_traffic_weight_ratio", {"model": "w", "version": "2"}) is None
