@@ -15,7 +15,10 @@ import sys
 from typing import Any
 
 SERVICE = "console"
-UPLOT_VERSION = "1.6.32"  # npm `uplot`, its dist/uPlot.iife.min.js and uPlot.min.css in static/
+# npm `uplot` (MIT, static/UPLOT-LICENSE): its dist/uPlot.iife.min.js and uPlot.min.css, as `npm pack
+# uplot@1.6.32` gives them, are static/'s. To update: npm pack uplot@<version>, copy those two files and
+# the LICENSE, change this pin (a test checks the shipped file carries it).
+UPLOT_VERSION = "1.6.32"
 
 
 def processes(stack: Any) -> list[Any]:

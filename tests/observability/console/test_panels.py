@@ -72,6 +72,18 @@ def test_out_of_range_windows_are_refused(params: dict[str, str]) -> None:
         window(params, now=1000.0, scrape_s=1.0)
 
 
+def test_the_shipped_uplot_is_the_pinned_one_with_its_license() -> None:
+    from observability.console import UPLOT_VERSION
+    from observability.console.app import STATIC, STATIC_FILES
+
+    assert all((STATIC / name).is_file() for name in STATIC_FILES)
+    banner = f"/*! https://github.com/leeoniya/uPlot (v{UPLOT_VERSION}) */"
+    assert (STATIC / "uPlot.iife.min.js").read_text().startswith(banner)
+    assert "MIT License" in (STATIC / "UPLOT-LICENSE").read_text()
+    page = (STATIC / "index.html").read_text()
+    assert "http" not in page.replace("http-equiv", ""), "no CDN: the page loads only its own files"
+
+
 def test_the_spec_summary_names_the_canary_step(spec) -> None:
     digits = next(m for m in spec_summary(spec) if m["model"] == "digits")
     assert digits["stable"] == 1 and digits["canary"] == [{"version": 2, "weight": 10}]
