@@ -56,6 +56,7 @@ class Target:
     traces_file: Path | None = None
     elasticsearch: str | None = None
     elastic_auth: tuple[str, str] | None = None
+    elastic_ca: Path | None = None  # ECK's self-signed HTTP CA (secret <name>-es-http-certs-public, ca.crt)
     samples: int = 60
     split_requests: int = 200
     min_accuracy: float = 0.9
@@ -268,11 +269,16 @@ async def _trace_in_file(path: Path, trace_id: str) -> bool:
     return path.is_file() and f"0x{trace_id}" in path.read_text(errors="replace")
 
 
-async def _trace_in_elasticsearch(client: httpx.AsyncClient, target: Target, trace_id: str) -> bool:
-    query = {"query": {"term": {"trace.id": trace_id}}, "size": 1}
-    reply = await client.post(
-        f"{target.elasticsearch}/traces-apm*/_search", json=query, auth=target.elastic_auth or None
+async def _trace_in_elasticsearch(target: Target, trace_id: str) -> bool:
+    """APM Server writes spans to the `traces-apm*` data streams with the ECS field `trace.id`."""
+    import ssl
+
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(target.elastic_ca)) if target.elastic_ca else True
     )
+    query = {"query": {"term": {"trace.id": trace_id}}, "size": 1}
+    async with httpx.AsyncClient(timeout=target.timeout, verify=verify, auth=target.elastic_auth) as client:
+        reply = await client.post(f"{target.elasticsearch}/traces-apm*/_search", json=query)
     return reply.status_code == 200 and reply.json().get("hits", {}).get("total", {}).get("value", 0) > 0
 
 
@@ -288,7 +294,7 @@ async def check_trace(client: httpx.AsyncClient, target: Target) -> Check:
         if target.traces_file:
             found = await _trace_in_file(target.traces_file, trace_id)
         else:
-            found = await _trace_in_elasticsearch(client, target, trace_id)
+            found = await _trace_in_elasticsearch(target, trace_id)
         if found:
             return Check("trace in the backend", PASS, f"trace {trace_id} found in {where}")
         await asyncio.sleep(1.0)
@@ -373,7 +379,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prometheus", help="Prometheus base URL (port-forward svc/kps-prometheus 9090 on a cluster)")
     parser.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", "mesh/mesh.yaml"))
     parser.add_argument("--traces-file", type=Path, help="the local stack's spans file (<run dir>/spans.jsonl)")
-    parser.add_argument("--elasticsearch", help="Elasticsearch URL holding APM's traces-apm* (cluster)")
+    parser.add_argument(
+        "--elasticsearch", help="Elasticsearch URL holding APM's traces-apm* (cluster); $ELASTIC_USER/$ELASTIC_PASSWORD"
+    )
+    parser.add_argument("--elasticsearch-ca", type=Path, help="CA bundle of Elasticsearch's HTTPS (ECK's own CA)")
     parser.add_argument(
         "--allow-cpu-fallback", action="store_true", help="device: gpu versions may run on the CPU (no GPU here)"
     )
@@ -406,6 +415,7 @@ def run(args: argparse.Namespace) -> int:
         traces_file=args.traces_file,
         elasticsearch=args.elasticsearch.rstrip("/") if args.elasticsearch else None,
         elastic_auth=(user, password) if user and password else None,
+        elastic_ca=args.elasticsearch_ca,
         samples=args.samples,
         split_requests=args.split_requests,
         allow_cpu_fallback=args.allow_cpu_fallback,

@@ -149,3 +149,45 @@ def load_spec_from(document: dict, stack: LocalStack):
     document["repository"] = str(MODELS)
     path.write_text(yaml.safe_dump(document))
     return load_spec(path, check_repository=False)
+
+
+def test_the_elasticsearch_trace_lookup_asks_apms_data_streams_for_the_trace_id(tmp_path: Path) -> None:
+    """No Elasticsearch runs here: a loopback HTTP server records the request the cluster's would get
+    (index pattern, ECS field, basic auth) and answers the way ES does for one hit."""
+    import base64
+    import http.server
+    import json
+    import threading
+
+    from loadtests.verify import _trace_in_elasticsearch
+
+    seen: list[tuple[str, dict, str | None]] = []
+
+    class Search(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            seen.append((self.path, body, self.headers.get("authorization")))
+            hits = 1 if body["query"]["term"]["trace.id"] == "ab" * 16 else 0
+            payload = json.dumps({"hits": {"total": {"value": hits, "relation": "eq"}, "hits": []}}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Search)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        es = f"http://127.0.0.1:{server.server_address[1]}"
+        t = Target(gateway="", api_key="", prometheus=None, spec=None, elasticsearch=es, elastic_auth=("u", "p"))
+        assert asyncio.run(_trace_in_elasticsearch(t, "ab" * 16)) is True
+        assert asyncio.run(_trace_in_elasticsearch(t, "cd" * 16)) is False
+    finally:
+        server.shutdown()
+    path, body, auth = seen[0]
+    assert path == "/traces-apm*/_search"
+    assert body == {"query": {"term": {"trace.id": "ab" * 16}}, "size": 1}
+    assert auth == "Basic " + base64.b64encode(b"u:p").decode()
