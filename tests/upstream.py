@@ -134,7 +134,8 @@ def _walk(value: Any, schema: dict[str, Any], path: str, lenient: bool, structur
     if value is None:
         return [] if schema.get("nullable") else [f"{path}: null is not allowed"]
     if schema.get("x-kubernetes-int-or-string"):
-        if not (isinstance(value, int | str) and not isinstance(value, bool)):
+        integral = isinstance(value, int) or (lenient and isinstance(value, float) and value.is_integer())
+        if not ((integral or isinstance(value, str)) and not isinstance(value, bool)):
             errors.append(f"{path}: expected an integer or a string, got {type(value).__name__} {value!r}")
         wanted = None
     else:
