@@ -64,6 +64,10 @@ class Target:
     series_wait: float = 60.0
     trace_wait: float = 30.0
     timeout: float = 10.0
+    # A stack's replica overrides (Pulumi.<stack>.yaml `replicas`, e.g. dev's `resnet-v1: 0`): which versions
+    # run there and the weights the cluster routes by; None = the spec's own.
+    replicas: dict[str, dict[int, int]] | None = None
+    weights: dict[str, dict[int, int]] | None = None
     sent_trace_ids: list[str] = field(default_factory=list)
 
     @property
@@ -111,6 +115,8 @@ def _pipeline(target: Target) -> tuple[str, str]:
 
 
 def _served_versions(target: Target, model: str) -> list[int]:
+    if target.replicas is not None:
+        return [v for v, n in target.replicas[model].items() if n > 0]
     return [v for v, vs in target.spec.models[model].versions.items() if vs.replicas > 0]
 
 
@@ -186,7 +192,7 @@ async def check_split(client: httpx.AsyncClient, target: Target) -> Check:
     from loadtests.canary_split import split_verdicts
 
     _, model = _pipeline(target)
-    weights = target.spec.models[model].weights()
+    weights = target.weights[model] if target.weights is not None else target.spec.models[model].weights()
     body = held_out_digits(1)[0][0]
 
     async def one(_: int) -> str | None:
@@ -378,6 +384,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--consumer", help="the key's consumer (its rate limit); default: the spec's first")
     parser.add_argument("--prometheus", help="Prometheus base URL (port-forward svc/kps-prometheus 9090 on a cluster)")
     parser.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", "mesh/mesh.yaml"))
+    parser.add_argument(
+        "--stack", help="a Pulumi stack (Pulumi.<stack>.yaml): its replica overrides say which versions run there"
+    )
+    parser.add_argument("--root", default=".", help="folder holding Pulumi.<stack>.yaml")
     parser.add_argument("--traces-file", type=Path, help="the local stack's spans file (<run dir>/spans.jsonl)")
     parser.add_argument(
         "--elasticsearch", help="Elasticsearch URL holding APM's traces-apm* (cluster); $ELASTIC_USER/$ELASTIC_PASSWORD"
@@ -395,6 +405,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
+    from mesh.compile.names import effective_weights, version_replicas
+    from mesh.compile.settings import SettingsError, load_stack
     from mesh.spec import SpecError, load_spec
 
     if not args.api_key:
@@ -402,7 +414,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         spec = load_spec(args.spec, check_repository=False)
-    except SpecError as exc:
+        env = load_stack(args.stack, Path(args.root)) if args.stack else None
+        replicas = {m: version_replicas(m, spec, env) for m in spec.models} if env else None
+        weights = {m: effective_weights(m, spec, env) for m in spec.models} if env else None
+    except (SpecError, SettingsError, ValueError) as exc:
         print(f"meshserve verify: {exc}", file=sys.stderr)
         return 2
     user, password = os.environ.get("ELASTIC_USER"), os.environ.get("ELASTIC_PASSWORD")
@@ -419,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         split_requests=args.split_requests,
         allow_cpu_fallback=args.allow_cpu_fallback,
+        replicas=replicas,
+        weights=weights,
     )
     results = asyncio.run(run_checks(target))
     if args.json:

@@ -191,3 +191,22 @@ def test_the_elasticsearch_trace_lookup_asks_apms_data_streams_for_the_trace_id(
     assert path == "/traces-apm*/_search"
     assert body == {"query": {"term": {"trace.id": "ab" * 16}}, "size": 1}
     assert auth == "Basic " + base64.b64encode(b"u:p").decode()
+
+
+def test_a_stacks_replica_overrides_decide_which_versions_are_checked() -> None:
+    """dev sets `resnet-v1: 0`: `--stack dev` must not expect a resnet pod there (the spec alone would)."""
+    from loadtests.verify import _served_versions
+    from mesh.compile.names import effective_weights, version_replicas
+    from mesh.compile.settings import load_stack
+    from mesh.spec import DEFAULT_SPEC_PATH
+
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    env = load_stack("dev", REPO)
+    plain = Target(gateway="", api_key="", prometheus=None, spec=spec)
+    assert _served_versions(plain, "resnet") == [1]
+    staged = dataclasses.replace(
+        plain,
+        replicas={m: version_replicas(m, spec, env) for m in spec.models},
+        weights={m: effective_weights(m, spec, env) for m in spec.models},
+    )
+    assert _served_versions(staged, "resnet") == [] and _served_versions(staged, "digits") == [1, 2]
