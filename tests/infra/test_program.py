@@ -644,3 +644,30 @@ def test_the_business_api_may_call_the_model_host_service(run: Run) -> None:
     assert selects(host.inputs["spec"]["selector"], "meshserve", run)
     rules = [r for p in policies for r in p.inputs["spec"]["rules"]]
     assert any(principal in f["source"]["principals"] and "to" not in r for r in rules for f in r["from"])
+
+
+def _integral(value: Any) -> Any:
+    """Mocks hand numbers over as floats (2.0); the engine sends the API server integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def test_every_registered_builtin_object_passes_the_kubernetes_schemas(run: Run) -> None:
+    """What the program registers (not only what mesh/compile returns: the Secrets, namespaces, the
+    StorageClass), strict against Kubernetes 1.30: a field the API server does not know fails."""
+    import kubernetes_validate
+
+    groups = ("core", "apps", "policy", "networking.k8s.io", "rbac.authorization.k8s.io", "storage.k8s.io")
+    checked = 0
+    for r in k8s_objects(run):
+        api = r.type.split(":")[1]
+        if api.split("/")[0] in groups:
+            obj = {**_integral(r.inputs), "apiVersion": api.removeprefix("core/"), "kind": r.kind}
+            kubernetes_validate.validate(obj, "1.30.0", strict=True)
+            checked += 1
+    assert checked >= (45 if run.stack == "prod" else 35)
