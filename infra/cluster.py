@@ -108,6 +108,9 @@ class Cluster(pulumi.ComponentResource):
                     "max_size": spec.max_size,
                 },
                 labels={"meshserve.io/pool": pool_name, **(extra_labels or {})},
+                # cluster-autoscaler (infra/nodes.py) owns the desired size after creation: without this,
+                # every `pulumi up` (and `--refresh`) writes it back and removes the nodes it added.
+                ignore_scaling_changes=True,
                 opts=child,
                 **extra,
             )

@@ -18,9 +18,15 @@ from mesh.spec import MeshSpec
 KONG_NAMESPACE = kong.KONG_NAMESPACE
 
 
+# The proxy Service's type where the cluster has no load balancer: Helm's --wait (Pulumi's Release waits)
+# counts a LoadBalancer Service ready only once it has an external address, which plain kind, k3d
+# without its servicelb, and minikube without `minikube tunnel` never give: the release would roll back.
+NO_LB_PROXY_TYPE = "NodePort"
+
+
 def kong_values(env: Environment) -> dict[str, Any]:
+    """Only what differs from the chart's defaults (ingressClass `kong` and proxy type LoadBalancer are)."""
     values: dict[str, Any] = {
-        "controller": {"ingressController": {"ingressClass": kong.INGRESS_CLASS}},
         "gateway": {
             "podAnnotations": {
                 # The proxy's sidecar carries the mesh identity (AuthorizationPolicies name it) and
@@ -28,9 +34,10 @@ def kong_values(env: Environment) -> dict[str, Any]:
                 "sidecar.istio.io/inject": "true",
                 "traffic.sidecar.istio.io/includeInboundPorts": "",
             },
-            "proxy": {"type": "LoadBalancer"},
         },
     }
+    if not env.cluster.has_load_balancer:
+        values["gateway"]["proxy"] = {"type": NO_LB_PROXY_TYPE}
     if env.platform.logging:  # the opentelemetry plugin (mesh/compile/kong.py) needs Kong's tracing on
         values["gateway"]["env"] = {"tracing_instrumentations": "all", "tracing_sampling_rate": 1.0}
     return values
@@ -70,8 +77,8 @@ class Gateway(pulumi.ComponentResource):
         ]
         if env.platform.logging:
             assert secrets.apm_token is not None
-            headers = pulumi.Output.secret(secrets.apm_token.apply(kong.tracing_headers))
-            self.secrets.append(apply_object(kong.tracing_secret(headers), after))
+            config = pulumi.Output.secret(secrets.apm_token.apply(lambda token: kong.tracing_config(env, token)))
+            self.secrets.append(apply_object(kong.tracing_secret(config), after))
         self.objects = apply_objects(
             kong_objects, pulumi.ResourceOptions(parent=self, depends_on=[self.chart, *ready, *self.secrets])
         )

@@ -35,8 +35,8 @@ class Gpu(pulumi.ComponentResource):
         c = charts.NVIDIA_DEVICE_PLUGIN
         self.device_plugin = release("nvidia-device-plugin", c.chart, c.version, c.repo, "nvidia", placement, child)
         c = charts.DCGM_EXPORTER
-        values = {**placement, "serviceMonitor": {"enabled": monitoring is not None, "interval": "15s"}}
-        # The ServiceMonitor the chart creates needs prometheus-operator's CRDs.
+        # The chart's ServiceMonitor (on, every 15s, by default) needs prometheus-operator's CRDs.
+        values = {**placement, **({} if monitoring is not None else {"serviceMonitor": {"enabled": False}})}
         deps = [self.device_plugin, *([monitoring] if monitoring is not None else [])]
         self.dcgm_exporter = release(
             "dcgm-exporter",

@@ -32,10 +32,9 @@ class Mesh(pulumi.ComponentResource):
         self.charts: list[pulumi.Resource] = []
         if env.platform.istio:
             b, d = charts.ISTIO_BASE, charts.ISTIOD
-            base = release(
-                "istio-base", b.chart, b.version, b.repo, ISTIO_NAMESPACE, {"defaultRevision": "default"}, child
-            )
-            istiod_values = {"meshConfig": {"enablePrometheusMerge": True, "accessLogFile": "/dev/stdout"}}
+            base = release("istio-base", b.chart, b.version, b.repo, ISTIO_NAMESPACE, {}, child)
+            # enablePrometheusMerge (the :15020 merged metrics the ServiceMonitors scrape) is the chart's default.
+            istiod_values = {"meshConfig": {"accessLogFile": "/dev/stdout"}}
             istiod = release(
                 "istiod",
                 d.chart,

@@ -16,19 +16,12 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 
 
 def kps_values() -> dict[str, Any]:
+    """Only what differs from the chart's defaults: its Grafana already reads `admin-user`/`admin-password`
+    from the admin Secret and runs the dashboard sidecar on label `grafana_dashboard: "1"` in ALL namespaces
+    (mesh/compile/monitoring.py's ConfigMaps carry that label)."""
     return {
         "fullnameOverride": "kps",  # Prometheus at kps-prometheus.<ns>:9090 (KEDA's serverAddress)
-        "grafana": {
-            "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
-            "sidecar": {
-                "dashboards": {
-                    "enabled": True,
-                    "label": "grafana_dashboard",
-                    "labelValue": "1",
-                    "searchNamespace": "ALL",
-                }
-            },
-        },
+        "grafana": {"admin": {"existingSecret": GRAFANA_ADMIN_SECRET}},
         "prometheus": {
             "prometheusSpec": {
                 # Select every ServiceMonitor/PodMonitor/PrometheusRule, not only the chart's own release label.

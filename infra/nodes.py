@@ -18,6 +18,18 @@ from infra.objects import release
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "cluster-autoscaler"
+# cluster-autoscaler's image per Kubernetes minor: the project supports only the control plane's own minor
+# (chart 9.43.2 defaults to v1.31.0 whatever the cluster). A new cluster version adds a line here.
+AUTOSCALER_IMAGE_TAGS = {"1.29": "v1.29.3", "1.30": "v1.30.1", "1.31": "v1.31.0"}
+
+
+def autoscaler_image_tag(kubernetes_version: str) -> str:
+    if kubernetes_version not in AUTOSCALER_IMAGE_TAGS:
+        raise pulumi.RunError(
+            f"no cluster-autoscaler image known for Kubernetes {kubernetes_version}: add its release to "
+            f"AUTOSCALER_IMAGE_TAGS in infra/nodes.py (known: {', '.join(sorted(AUTOSCALER_IMAGE_TAGS))})"
+        )
+    return AUTOSCALER_IMAGE_TAGS[kubernetes_version]
 
 
 def autoscaler_policy(cluster_name: str) -> str:
@@ -47,14 +59,14 @@ def autoscaler_policy(cluster_name: str) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [read, write]}, sort_keys=True)
 
 
-def autoscaler_values(cluster_name: str, region: str | None, role_arn: Any) -> dict[str, Any]:
+def autoscaler_values(cluster_name: str, region: str | None, role_arn: Any, kubernetes_version: str) -> dict[str, Any]:
+    """Only what differs from the chart's defaults (cloudProvider aws and a created ServiceAccount are)."""
     return {
-        "cloudProvider": "aws",
         "awsRegion": region,
         "autoDiscovery": {"clusterName": cluster_name},
+        "image": {"tag": autoscaler_image_tag(kubernetes_version)},
         "rbac": {
             "serviceAccount": {
-                "create": True,
                 "name": SERVICE_ACCOUNT,
                 "annotations": {"eks.amazonaws.com/role-arn": role_arn},
             }
@@ -74,6 +86,7 @@ class NodeAutoscaling(pulumi.ComponentResource):
         self,
         name: str,
         cluster_name: str,
+        kubernetes_version: str,
         oidc: tuple[pulumi.Input[str], pulumi.Input[str]],
         opts: pulumi.ResourceOptions,
     ) -> None:
@@ -87,7 +100,7 @@ class NodeAutoscaling(pulumi.ComponentResource):
             f"{name}-role", role=role.id, policy=autoscaler_policy(cluster_name), opts=aws_child
         )
         c = charts.CLUSTER_AUTOSCALER
-        values = autoscaler_values(cluster_name, pulumi.Config("aws").get("region"), role.arn)
+        values = autoscaler_values(cluster_name, pulumi.Config("aws").get("region"), role.arn, kubernetes_version)
         self.chart = release(
             "cluster-autoscaler",
             c.chart,

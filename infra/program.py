@@ -52,8 +52,15 @@ def main() -> Stack:
     if reader_arn is not None:
         core = [with_role_arn(o, reader_arn) if o["kind"] == "ServiceAccount" else o for o in core]
     mesh = Mesh("mesh", env, namespace, groups["istio"], on_cluster)
+    gateway = (
+        Gateway("gateway", spec, env, groups["kong"], secrets, mesh.ready, on_cluster) if env.platform.kong else None
+    )
+    # The Kong proxy's sidecar-metrics Service and ServiceMonitor live in the kong namespace (Gateway makes it).
+    monitoring_after = [*mesh.ready, *([gateway.namespace] if gateway else [])]
     monitoring = (
-        Monitoring("monitoring", env, groups["monitoring"], secrets.grafana_admin_password, mesh.ready, on_cluster)
+        Monitoring(
+            "monitoring", env, groups["monitoring"], secrets.grafana_admin_password, monitoring_after, on_cluster
+        )
         if env.platform.monitoring
         else None
     )
@@ -76,9 +83,6 @@ def main() -> Stack:
     pods_need = [*mesh.ready, *(logging.workload_secrets if logging else [])]  # the OTLP headers Secret
     workloads = Workloads("workloads", [o for o in core if o is not namespace], pods_need, on_cluster)
     traffic = TrafficPolicies("traffic", mesh, groups["istio"], on_cluster) if env.platform.istio else None
-    gateway = (
-        Gateway("gateway", spec, env, groups["kong"], secrets, mesh.ready, on_cluster) if env.platform.kong else None
-    )
     autoscaling = None
     if env.platform.keda:
         ready = [*workloads.deployments, *([monitoring.chart] if monitoring else [])]
@@ -88,7 +92,7 @@ def main() -> Stack:
     pulumi.export("domain", env.domain)
     # KEDA adds pods; on EKS cluster-autoscaler adds the nodes they need, up to each pool's maxSize.
     nodes = (
-        NodeAutoscaling("nodes", cluster.cluster_name, cluster.oidc, on_cluster)
+        NodeAutoscaling("nodes", cluster.cluster_name, env.cluster.version, cluster.oidc, on_cluster)
         if env.cluster.provider == "eks"
         else None
     )

@@ -100,10 +100,11 @@ def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
             f"kubectl -n {ns} create secret generic {logging.OTLP_HEADERS_SECRET} "
             f'--from-literal={logging.OTLP_HEADERS_KEY}="{logging.OTLP_AUTHORIZATION}$APM_TOKEN"'
         )
-        if env.platform.kong:  # Kong's opentelemetry plugin: the same token, as a JSON headers object
+        if env.platform.kong:  # Kong's opentelemetry plugin config (configFrom): the same token inside
+            template = kong.tracing_config(env, "%s").replace("'", "'\\''")
             lines.append(
                 f"kubectl -n {kong.KONG_NAMESPACE} create secret generic {kong.TRACING_SECRET} "
-                f'--from-literal={kong.TRACING_SECRET_KEY}=\'{{"Authorization": "Bearer \'"$APM_TOKEN"\'"}}\''
+                f'--from-literal={kong.TRACING_SECRET_KEY}="$(printf \'{template}\' "$APM_TOKEN")"'
             )
     return lines
 

@@ -119,6 +119,11 @@ class VersionSpec(Strict):
     replicas: int = Field(1, ge=0, description="server processes (pods) serving this version")
     device: Literal["cpu", "gpu"] = "cpu"
     gpus: int = Field(1, ge=1, description="GPUs per replica when device is gpu")
+    cpu_fallback: bool = Field(
+        False,
+        description="device gpu only: on a cluster, serve on the CPU when no GPU provider loads instead of "
+        "refusing readiness (the local stack always falls back, and says so)",
+    )
     resources: Resources = Field(default_factory=Resources, description="defaults depend on the device")
 
     @model_validator(mode="before")

@@ -294,6 +294,16 @@ def model_serving(spec: MeshSpec) -> dict:
                 [(f"sum by (version, state) (meshserve_model_state{{{sel}}} == 1)", "v{{version}} {{state}}")],
                 kind="state-timeline",
             ),
+            _panel(
+                "Execution providers in use (a GPU version showing only CPU computes on the CPU)",
+                [
+                    (
+                        f"sum by (version, provider) (meshserve_model_execution_provider{{{sel}}})",
+                        "v{{version}} {{provider}}",
+                    )
+                ],
+                kind="state-timeline",
+            ),
         ],
         [
             _variable("model", f"label_values({INF}_requests_total, model)", default=next(iter(spec.models))),

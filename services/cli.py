@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mesh.render",  # render, validate
     "mesh.canary",  # canary set | promote | rollback | advance
     "observability.commands",  # rules
+    "loadtests.verify",  # verify (end-to-end checks of a running environment)
 )
 
 

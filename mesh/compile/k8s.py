@@ -122,8 +122,15 @@ def command(w: Workload, spec: MeshSpec, env: Environment) -> list[str]:
     listen = ["--host", "0.0.0.0", "--port", str(HTTP_PORT)]
     if w.component == "model":
         pinned = spec.models[w.model].serve_args(w.model, w.version)
-        return ["meshserve", "serve", "--repository", MODELS_DIR, *pinned, *listen, *_drain(env)]
+        return ["meshserve", "serve", "--repository", MODELS_DIR, *pinned, *listen, *_drain(env), *_device(w, spec)]
     return ["python", "-m", "services.pipeline", "--service", w.name, *listen]
+
+
+def _device(w: Workload, spec: MeshSpec) -> list[str]:
+    """A `device: gpu` pod refuses readiness when only the CPU provider loads (a wrong CUDA base, a missing
+    driver), unless the version allows `cpu_fallback`; the local stack never passes this flag."""
+    version = spec.models[str(w.model)].versions[int(w.version or 0)]
+    return ["--require-device", "gpu"] if version.device == "gpu" and not version.cpu_fallback else []
 
 
 def _drain(env: Environment) -> list[str]:

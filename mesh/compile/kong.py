@@ -9,8 +9,12 @@ Service host and applies the VirtualService split, retries and mTLS. Key values 
 
 With logging on, a global `opentelemetry` KongClusterPlugin sends Kong's spans to APM Server's OTLP/HTTP
 traces endpoint, so a trace starts at the edge and the pods' spans (W3C `traceparent`, which the plugin
-injects) join it. APM Server wants its token: the plugin's `headers` come from a Secret through KIC's
-`configPatches` (`tracing_secret`, value a Pulumi secret), never from the plugin object itself.
+injects) join it. APM Server wants its token, which must never sit in the plugin object: the whole
+plugin config (endpoint, resource attributes and the `headers` with the token) lives in a Secret that
+the plugin names with `configFrom` (`tracing_secret`, value a Pulumi secret). KIC 3.0, which the pinned
+chart (ingress-0.10.0 -> kong-2.33.0) installs, has `configFrom` but not `configPatches` (KIC 3.1+): its
+CRD would prune `configPatches` and `kubectl apply` would reject it. `config` and `configFrom` are
+mutually exclusive, so the plugin object carries no `config` at all.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ KEY_AUTH = "meshserve-key-auth"
 RATE_LIMIT = "meshserve-rate-limit"
 KONG_NAMESPACE = "kong"  # the Kong release's namespace (infra/gateway.py)
 TRACING = "meshserve-opentelemetry"
-TRACING_SECRET = "meshserve-kong-otlp"  # in KONG_NAMESPACE: {"headers": JSON object of OTLP headers}
-TRACING_SECRET_KEY = "headers"
+TRACING_SECRET = "meshserve-kong-otlp"  # in KONG_NAMESPACE: {"config": the plugin's config as JSON}
+TRACING_SECRET_KEY = "config"
 
 
 def _plugin(name: str, ns: str, plugin: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +79,18 @@ def plugins(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
     return out
 
 
+def tracing_config(env: Environment, token: str) -> str:
+    """The opentelemetry plugin's whole config as JSON (what KIC reads from `tracing_secret` through
+    `configFrom`): APM Server's OTLP/HTTP traces endpoint and its bearer token."""
+    config = {
+        "endpoint": f"{env.otlp_endpoint}/v1/traces",  # `traces_endpoint` from Kong 3.7; both accepted
+        # no `propagation` block (Kong 3.7+ only): the default keeps an incoming W3C context or starts one
+        "resource_attributes": {"service.name": "kong"},
+        "headers": {"Authorization": f"Bearer {token}"},
+    }
+    return json.dumps(config, sort_keys=True)
+
+
 def tracing_plugin(env: Environment) -> dict[str, Any]:
     """Global (label `global: "true"`) OpenTelemetry plugin; Kong also needs `tracing_instrumentations`
     and `tracing_sampling_rate` in its own config (infra/gateway.py sets them as chart env)."""
@@ -88,28 +104,18 @@ def tracing_plugin(env: Environment) -> dict[str, Any]:
             "annotations": {"kubernetes.io/ingress.class": INGRESS_CLASS},
         },
         "plugin": "opentelemetry",
-        "config": {
-            "endpoint": f"{env.otlp_endpoint}/v1/traces",  # `traces_endpoint` from Kong 3.7; both accepted
-            # no `propagation` block (Kong 3.7+ only): the default keeps an incoming W3C context or starts one
-            "resource_attributes": {"service.name": "kong"},
-        },
-        "configPatches": [{"path": "/headers", "valueFrom": {"secretKeyRef": ref}}],
+        "configFrom": {"secretKeyRef": ref},
     }
 
 
-def tracing_headers(token: str) -> str:
-    """The patch value KIC reads from `tracing_secret`: a JSON object, APM Server's bearer token in it."""
-    return json.dumps({"Authorization": f"Bearer {token}"})
-
-
-def tracing_secret(headers: Any) -> dict[str, Any]:
-    """`headers` is `tracing_headers(token)` (a Pulumi secret Output in infra/)."""
+def tracing_secret(config: Any) -> dict[str, Any]:
+    """`config` is `tracing_config(env, token)` (a Pulumi secret Output in infra/)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": TRACING_SECRET, "namespace": KONG_NAMESPACE, "labels": common_labels("gateway")},
         "type": "Opaque",
-        "stringData": {TRACING_SECRET_KEY: headers},
+        "stringData": {TRACING_SECRET_KEY: config},
     }
 
 

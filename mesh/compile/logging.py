@@ -7,9 +7,10 @@ The `elastic` superuser that ECK generates stays inside the cluster; people log 
 
 APM Server only accepts requests carrying its secret token. The token is ours, not ECK's: a Pulumi
 secret (`meshserve:apmSecretToken`) written to two Secrets, the APM Server's keystore
-(`apm_token_secret`, referenced by `secureSettings` and set as `apm-server.secret_token`, the key
-ECK's own generated config uses, which user config overrides) and the workload namespace's OTLP
-headers (`otlp_headers_secret`, read by every pod as OTEL_EXPORTER_OTLP_HEADERS through a
+(`apm_token_secret`, referenced by `secureSettings` and set as `apm-server.auth.secret_token`, the
+key APM Server 8.x reads and ECK 2.15's generated config uses for 8.x servers, which user config
+overrides; the pre-8.0 `apm-server.secret_token` was removed in 8.0 and is silently ignored) and the
+workload namespace's OTLP headers (`otlp_headers_secret`, read by every pod as OTEL_EXPORTER_OTLP_HEADERS through a
 secretKeyRef). Copying ECK's generated `<name>-apm-token` instead would mean reading a Secret that
 the operator creates only some time after the ApmServer exists (a first `pulumi up` or a preview on
 an empty cluster would fail on the read) and a copy that goes stale when ECK regenerates it; a token
@@ -32,6 +33,8 @@ ADMIN_USER = "meshserve-admin"
 FILEBEAT = "filebeat"
 APM_TOKEN_SECRET = "meshserve-apm-keystore"  # logging namespace: APM Server's keystore (secureSettings)
 APM_TOKEN_KEY = "APM_SECRET_TOKEN"  # keystore entry, `${APM_SECRET_TOKEN}` in the APM Server config
+# APM Server 8.x's setting for the token (`apm-server.secret_token` before 8.0: removed, ignored by 8.x).
+APM_SECRET_TOKEN_SETTING = "apm-server.auth.secret_token"
 OTLP_HEADERS_SECRET = "meshserve-otlp-headers"  # workload namespace: OTEL_EXPORTER_OTLP_HEADERS
 OTLP_HEADERS_KEY = "headers"
 OTLP_AUTHORIZATION = "Authorization=Bearer%20"  # + the percent-encoded token (see `otlp_headers`)
@@ -96,7 +99,7 @@ def apm_server(env: Environment) -> dict[str, Any]:
             "kibanaRef": {"name": NAME},
             "http": {"tls": {"selfSignedCertificate": {"disabled": True}}},
             "secureSettings": [{"secretName": APM_TOKEN_SECRET}],
-            "config": {"apm-server.secret_token": "${" + APM_TOKEN_KEY + "}"},
+            "config": {APM_SECRET_TOKEN_SETTING: "${" + APM_TOKEN_KEY + "}"},
         },
     }
 

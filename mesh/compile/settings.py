@@ -37,9 +37,18 @@ class ClusterSettings(_Settings):
     provider: Literal["kubeconfig", "eks"] = "kubeconfig"
     context: str | None = Field(None, description="kubeconfig context (kubeconfig provider)")
     kubeconfig: str | None = Field(None, description="kubeconfig path; default: $KUBECONFIG or ~/.kube/config")
-    version: str = "1.30"  # the AWS region is pulumi-aws's own `aws:region` config
+    version: str = Field("1.30", pattern=r"^1\.\d+$", description="Kubernetes minor version (eks)")
+    load_balancer: bool | None = Field(
+        None,
+        description="the cluster gives LoadBalancer Services an external address (default: eks yes, "
+        "kubeconfig no: plain kind/minikube never do, so Helm's wait on one would time out)",
+    )
     gpu_pool: NodePool = Field(default_factory=lambda: NodePool(instance_type="g5.xlarge", min_size=0))
     cpu_pool: NodePool = Field(default_factory=lambda: NodePool(instance_type="m6i.xlarge", min_size=2, desired_size=3))
+
+    @property
+    def has_load_balancer(self) -> bool:
+        return self.load_balancer if self.load_balancer is not None else self.provider == "eks"
 
     @model_validator(mode="after")
     def _eks_has_no_context(self) -> ClusterSettings:

@@ -41,13 +41,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def example(stack) -> str:
-    """Endpoints and a ready-to-paste request."""
+    """Endpoints (model versions with what they really run on), fallbacks called out, a ready-to-paste request."""
+    import httpx
     import orjson
 
+    from services.local.devices import describe, fallback_notes, running_on
+
     lines = ["", "meshserve: the local stack is ready", f"  run dir: {stack.run_dir}  (logs in {stack.log_dir})", ""]
-    for managed in stack.processes:
-        spec = managed.spec
-        lines.append(f"  {spec.service:32} {spec.instance:34} {spec.url}  (pid {managed.proc.pid})")
+    seen: dict[tuple[str, str], dict | None] = {}
+    with httpx.Client(timeout=5) as client:
+        for managed in stack.processes:
+            spec = managed.spec
+            line = f"  {spec.service:32} {spec.instance:34} {spec.url}  (pid {managed.proc.pid})"
+            if "model" in spec.meta:
+                model, version = spec.meta["model"], spec.meta["version"]
+                actual = running_on(client, spec.url, model, version)
+                seen.setdefault((model, version), actual)
+                line += f"  on {describe(stack.spec.models[model].versions[int(version)].device, actual)}"
+            lines.append(line)
+    notes = [(m, v, stack.spec.models[m].versions[int(v)].device, a) for (m, v), a in seen.items()]
+    lines += ["", *fallback_notes(notes)] if fallback_notes(notes) else []
     console = stack.instances("console")
     if console:
         lines += ["", f"  console (live panels from the local Prometheus): {console[0].spec.url}/"]

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import orjson
 
+from services.local.devices import describe, running_on, spec_devices
+
 STACK_FILE = "stack.json"
 
 
@@ -38,7 +40,11 @@ def probe(rows: list[dict[str, Any]], timeout: float = 1.0) -> list[dict[str, An
                 healthy = client.get(row["health"]).status_code == 200
             except httpx.HTTPError:
                 healthy = False
-            out.append({**row, "alive": pid_alive(row.get("pid")), "healthy": healthy})
+            extra = {}
+            if "model" in row:  # what the version really runs on (providers from its model metadata)
+                base = row["health"].split("/v2/", 1)[0]
+                extra["running_on"] = running_on(client, base, row["model"], row["version"]) if healthy else None
+            out.append({**row, "alive": pid_alive(row.get("pid")), "healthy": healthy, **extra})
     return out
 
 
@@ -50,7 +56,8 @@ def read_stack(run_dir: Path) -> dict[str, Any]:
 
 
 def render(stack: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    header = ("SERVICE", "INSTANCE", "PID", "PORT", "HEALTHY", "HEALTH URL")
+    devices = spec_devices(stack["spec"]) if any("model" in r for r in rows) and stack.get("spec") else {}
+    header = ("SERVICE", "INSTANCE", "PID", "PORT", "HEALTHY", "RUNS ON", "HEALTH URL")
     table = [header] + [
         (
             r["service"],
@@ -58,6 +65,7 @@ def render(stack: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             str(r["pid"]) + ("" if r["alive"] else " (gone)"),
             str(r["port"]),
             "yes" if r["healthy"] else "NO",
+            describe(devices.get((r["model"], r["version"]), "cpu"), r.get("running_on")) if "model" in r else "-",
             r["health"],
         )
         for r in rows

@@ -343,6 +343,7 @@ class LocalStack:
                     "port": m.spec.port,
                     "health": m.spec.url + m.spec.health_path,
                     "log": str(m.log_path),
+                    **{k: m.spec.meta[k] for k in ("model", "version") if k in m.spec.meta},
                 }
                 for m in self.processes
             ],

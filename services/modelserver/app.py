@@ -47,6 +47,7 @@ class Settings:
     config_overrides: dict[str, dict] = field(default_factory=dict)  # --config-override
     poll_interval: float = 2.0
     max_body_bytes: int = 64 * 1024 * 1024
+    require_device: str | None = None  # --require-device: refuse versions that run elsewhere (GPU pods)
 
 
 class ServerState:
@@ -54,7 +55,9 @@ class ServerState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.repository = Repository(settings.repository, settings.models or None, settings.config_overrides)
+        self.repository = Repository(
+            settings.repository, settings.models or None, settings.config_overrides, settings.require_device
+        )
         self.draining = False
         self.active = 0  # infer requests accepted and not yet answered
 
@@ -242,6 +245,7 @@ def _version_metadata(serving: ServingVersion, versions: list[int]) -> dict:
             "max_batch_size": serving.config.max_batch_size,
             "description": serving.config.description,
             "execution_providers": serving.runtime.providers,
+            "device": serving.runtime.device,
         },
     }
 

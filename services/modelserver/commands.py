@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, metavar="N")
     parser.add_argument(
+        "--require-device",
+        choices=["gpu"],
+        default=None,
+        help="fail the load of a version that runs on anything else (readiness stays false): the Kubernetes "
+        "workload of a `device: gpu` version sets it, so a GPU pod never silently computes on the CPU",
+    )
+    parser.add_argument(
         "--drain-grace",
         type=float,
         default=0.0,
@@ -86,5 +93,6 @@ def run(args: argparse.Namespace) -> int:
         config_overrides=dict(args.config_override),
         poll_interval=args.poll_interval,
         max_body_bytes=args.max_body_bytes,
+        require_device=args.require_device,
     )
     return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit)

@@ -51,6 +51,27 @@ MODEL_STATE = Gauge(
     "meshserve_model_state", "1 for the current state of a model version, 0 for the others.", [*LABELS, "state"]
 )
 LOAD_FAILURES = Counter("meshserve_model_load_failures_total", "Failed loads of a model version.", LABELS)
+EXECUTION_PROVIDER = Gauge(
+    "meshserve_model_execution_provider",
+    "1 per onnxruntime execution provider a loaded model version really runs on (session.get_providers()).",
+    [*LABELS, "provider"],
+)
+
+
+_PROVIDERS_SET: dict[tuple[str, str], list[str]] = {}
+
+
+def set_providers(model: str, version: str, providers: list[str]) -> None:
+    """What a (re)loaded version runs on; a provider it no longer uses goes away."""
+    clear_providers(model, version)
+    for provider in providers:
+        EXECUTION_PROVIDER.labels(model, version, provider).set(1)
+    _PROVIDERS_SET[(model, version)] = list(providers)
+
+
+def clear_providers(model: str, version: str) -> None:
+    for provider in _PROVIDERS_SET.pop((model, version), []):
+        EXECUTION_PROVIDER.remove(model, version, provider)
 
 
 def set_state(model: str, version: str, state: str) -> None:

@@ -17,7 +17,7 @@ from services.common.files import FileIdentity, file_identity
 from services.modelserver.batching import Batcher
 from services.modelserver.codec import ProtocolError
 from services.modelserver.config import CONFIG_FILE, MODEL_FILE, ModelConfig, load_config
-from services.modelserver.metrics import LOAD_FAILURES, VersionMetrics, set_state
+from services.modelserver.metrics import LOAD_FAILURES, VersionMetrics, clear_providers, set_providers, set_state
 from services.modelserver.runtime import Runtime
 from services.modelserver.signature import Signature
 
@@ -100,8 +100,10 @@ class Repository:
         root: Path,
         only: dict[str, int | None] | None = None,
         overrides: dict[str, dict] | None = None,
+        require_device: str | None = None,
     ) -> None:
         self.root = root
+        self.require_device = require_device  # --require-device: a version on another device fails to load
         self.only = only or None  # --model filter: name -> pinned version (or None: config's policy)
         self.overrides = overrides or {}  # --config-override: name -> partial config.yaml
         self.models: dict[str, ModelRecord] = {}
@@ -140,7 +142,8 @@ class Repository:
         """The first scan is done and every required model has a serving version."""
         if not self.scanned or (self.only and any(name not in self.models for name in self.only)):
             return False
-        return all(r.serving or not r.required for r in self.models.values())
+        # A server that must run on a device (a GPU pod) is ready only when every model it loads runs there.
+        return all(r.serving or not (r.required or self.require_device) for r in self.models.values())
 
     def index(self, ready_only: bool = False) -> list[dict]:
         rows: list[dict] = []
@@ -279,7 +282,7 @@ class Repository:
             set_state(name, str(version), "LOADING")
         path = model_dir / str(version) / MODEL_FILE
         try:
-            runtime = await asyncio.to_thread(lambda: Runtime(path.read_bytes(), config, label))
+            runtime = await asyncio.to_thread(lambda: Runtime(path.read_bytes(), config, label, self.require_device))
         except Exception as exc:
             reason = f"failed to load {path}: {type(exc).__name__}: {exc}"
             if current is not None:
@@ -291,6 +294,7 @@ class Repository:
         record.serving[version] = ServingVersion(name, version, config, runtime, batcher, metrics, stamp)
         record.status[version] = VersionStatus("READY")
         set_state(name, str(version), "READY")
+        set_providers(name, str(version), runtime.providers)
         log.info(
             "model %s version %d %s on %s",
             name,
@@ -314,6 +318,7 @@ class Repository:
         old = record.serving.pop(version)
         record.status[version] = VersionStatus("UNLOADED", reason)
         set_state(record.name, str(version), "UNLOADED")
+        clear_providers(record.name, str(version))
         log.info("model %s version %d unloaded: %s", record.name, version, reason, extra={"model": record.name})
         self._retire_task(old)
 

@@ -67,3 +67,31 @@ def test_copy_sources_exist_and_pass_the_ignore_file(name: str) -> None:
                 assert included(source), f"{source} is excluded by {name}.dockerignore"
     assert not included(".venv/bin/python")
     assert not included("models/digits/1/model.onnx")  # artifacts arrive through the init container
+
+
+def _args(path: Path) -> dict[str, str]:
+    return dict(arg.split("=", 1) for op, arg in instructions(path) if op == "ARG" and "=" in arg)
+
+
+def test_the_gpu_images_cuda_major_and_its_onnxruntime_gpu_pin_agree() -> None:
+    """onnxruntime-gpu's wheels are built for one CUDA major (runtime.ORT_GPU_CUDA_MAJOR, from their
+    metadata); on a base of another major the CUDA provider cannot load and everything runs on the CPU."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    from services.modelserver.runtime import cuda_major_for
+
+    args = _args(ROOT / "services" / "Dockerfile.gpu")
+    image_cuda = int(re.fullmatch(r"nvidia/cuda:(\d+)\.\d+\.\d+-cudnn-runtime-\S+", args["CUDA_IMAGE"]).group(1))
+    pinned = args["ONNXRUNTIME_GPU"]
+    assert cuda_major_for(pinned) == image_cuda, (pinned, args["CUDA_IMAGE"])
+    runs = " ".join(arg for op, arg in instructions(ROOT / "services" / "Dockerfile.gpu") if op == "RUN")
+    assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU}"' in runs
+    # `pip install .[gpu]` elsewhere must not resolve to a build for another CUDA major either.
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    (requirement,) = extra
+    allowed = SpecifierSet(requirement.removeprefix("onnxruntime-gpu"))
+    assert pinned in allowed
+    candidates = [f"1.{minor}.0" for minor in range(15, 60)]
+    assert {cuda_major_for(v) for v in candidates if v in allowed} == {image_cuda}

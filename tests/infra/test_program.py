@@ -12,7 +12,7 @@ import pytest
 
 from infra import charts
 from infra.config import read_environment
-from mesh.compile import compile_all, flatten
+from mesh.compile import compile_all, flatten, kong
 from mesh.compile.settings import load_stack
 from mesh.spec import load_spec
 from tests.infra.harness import (
@@ -338,7 +338,7 @@ def test_cluster_autoscaler_discovers_this_clusters_node_groups_with_a_scoped_ro
         return
     values = releases(run)["cluster-autoscaler"].inputs["values"]
     (cluster,) = [r for r in run.registrations if r.type == "eks:index:Cluster"]
-    assert values["cloudProvider"] == "aws"
+    assert values.get("cloudProvider", "aws") == "aws"  # the chart's default (tests/infra/test_upstream.py)
     assert values["awsRegion"] == "us-east-1"
     assert values["autoDiscovery"] == {"clusterName": cluster.inputs["name"]}
     account = values["rbac"]["serviceAccount"]
@@ -356,8 +356,12 @@ def test_cluster_autoscaler_discovers_this_clusters_node_groups_with_a_scoped_ro
     assert all(s["Condition"] == {"StringEquals": {tag: "owned"}} for s in writes) and writes
     assert any("eks:DescribeNodegroup" in s["Action"] for s in statements)  # GPU pool scales from zero
     # Every pool can grow: the autoscaler has room between desired and max.
-    for group in (r.inputs for r in run.registrations if r.type == "eks:index:ManagedNodeGroup"):
+    groups = [r.inputs for r in run.registrations if r.type == "eks:index:ManagedNodeGroup"]
+    assert len(groups) == 2
+    for group in groups:
         assert group["scalingConfig"]["maxSize"] > group["scalingConfig"]["desiredSize"]
+        # The autoscaler owns the desired size after creation: `pulumi up`/`--refresh` must not write it back.
+        assert group["ignoreScalingChanges"] is True
 
 
 def test_kong_traces_at_the_edge_when_logging_is_on(run: Run) -> None:
@@ -370,7 +374,8 @@ def test_kong_traces_at_the_edge_when_logging_is_on(run: Run) -> None:
     assert env == {"tracing_instrumentations": "all", "tracing_sampling_rate": 1.0}
     secret = next(r for r in run.of_kind("Secret") if r.name == "kong/meshserve-kong-otlp")
     assert secret.urn in plugin.dependencies
-    ref = plugin.inputs["configPatches"][0]["valueFrom"]["secretKeyRef"]
+    assert "config" not in plugin.inputs and "configPatches" not in plugin.inputs  # KIC 3.0: configFrom
+    ref = plugin.inputs["configFrom"]["secretKeyRef"]
     assert f"{ref['namespace']}/{ref['name']}" == secret.name and ref["key"] in secret.inputs["stringData"]
 
 
@@ -491,7 +496,8 @@ def test_secrets_reach_only_their_secret_objects_and_stay_marked(run: Run) -> No
         }
         expected["logging/meshserve-apm-keystore"] = {"APM_SECRET_TOKEN": "apm-token-7c4e1a9f2b6d"}
         expected["meshserve/meshserve-otlp-headers"] = {"headers": "Authorization=Bearer%20apm-token-7c4e1a9f2b6d"}
-        expected["kong/meshserve-kong-otlp"] = {"headers": '{"Authorization": "Bearer apm-token-7c4e1a9f2b6d"}'}
+        config = kong.tracing_config(load_stack("prod", ROOT), "apm-token-7c4e1a9f2b6d")
+        expected["kong/meshserve-kong-otlp"] = {"config": config}
     assert holders == expected
     for r in run.of_kind("Secret"):
         assert r.raw["stringData"].get(SECRET_SIG) == SECRET_VALUE, r.name
@@ -535,7 +541,7 @@ def test_apm_server_takes_its_token_from_a_keystore_secret_made_first(run: Run) 
     secret = next(r for r in run.of_kind("Secret") if r.name == f"{ns}/{keystore['secretName']}")
     assert secret.urn in apm.dependencies
     (entry,) = secret.inputs["stringData"]
-    assert apm.inputs["spec"]["config"]["apm-server.secret_token"] == "${" + entry + "}"
+    assert apm.inputs["spec"]["config"] == {"apm-server.auth.secret_token": "${" + entry + "}"}  # APM 8.x's key
 
 
 def test_a_consumer_without_a_key_fails_naming_it() -> None:
@@ -558,7 +564,7 @@ def selects(selector: dict[str, str], namespace: str, run: Run) -> bool:
 
 
 def test_every_service_selects_some_deployments_pods(run: Run) -> None:
-    services = run.of_kind("Service")
+    services = [s for s in run.of_kind("Service") if s.inputs["metadata"]["namespace"] != "kong"]
     assert len(services) == 8
     for service in services:
         assert selects(service.inputs["spec"]["selector"], service.inputs["metadata"]["namespace"], run), service.name
@@ -578,6 +584,24 @@ def test_every_service_monitor_matches_a_service_and_a_named_port(run: Run) -> N
         port_names = {p["name"] for s in matched for p in s.inputs["spec"]["ports"]}
         for endpoint in monitor.inputs["spec"]["endpoints"]:
             assert endpoint["port"] in port_names, monitor.name
+
+
+def test_kong_sidecar_metrics_are_scraped_in_the_kong_namespace(run: Run) -> None:
+    """The cluster-edge dashboard reads istio_requests_total{reporter="source"} from Kong's sidecar: a
+    ServiceMonitor in the kong namespace scrapes the proxy pods' :15020, after the namespace exists."""
+    (monitor,) = [m for m in run.of_kind("ServiceMonitor") if m.inputs["metadata"]["namespace"] == "kong"]
+    (service,) = [s for s in run.of_kind("Service") if s.inputs["metadata"]["namespace"] == "kong"]
+    assert service.inputs["spec"]["ports"][0]["targetPort"] == 15020
+    assert monitor.inputs["spec"]["endpoints"][0]["path"] == "/stats/prometheus"
+    # the Kong release `kong`, its proxy subchart `gateway` (chart labels: name = chart alias, instance = release)
+    assert service.inputs["spec"]["selector"] == {
+        "app.kubernetes.io/instance": "kong",
+        "app.kubernetes.io/name": "gateway",
+    }
+    assert "kong" in releases(run)
+    (namespace,) = [n for n in run.of_kind("Namespace") if n.name == "kong"]
+    for r in (monitor, service):
+        assert namespace.urn in waits_for(run, r)
 
 
 def test_every_virtual_service_host_and_subset_exists(run: Run) -> None:
@@ -620,3 +644,30 @@ def test_the_business_api_may_call_the_model_host_service(run: Run) -> None:
     assert selects(host.inputs["spec"]["selector"], "meshserve", run)
     rules = [r for p in policies for r in p.inputs["spec"]["rules"]]
     assert any(principal in f["source"]["principals"] and "to" not in r for r in rules for f in r["from"])
+
+
+def _integral(value: Any) -> Any:
+    """Mocks hand numbers over as floats (2.0); the engine sends the API server integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def test_every_registered_builtin_object_passes_the_kubernetes_schemas(run: Run) -> None:
+    """What the program registers (not only what mesh/compile returns: the Secrets, namespaces, the
+    StorageClass), strict against Kubernetes 1.30: a field the API server does not know fails."""
+    import kubernetes_validate
+
+    groups = ("core", "apps", "policy", "networking.k8s.io", "rbac.authorization.k8s.io", "storage.k8s.io")
+    checked = 0
+    for r in k8s_objects(run):
+        api = r.type.split(":")[1]
+        if api.split("/")[0] in groups:
+            obj = {**_integral(r.inputs), "apiVersion": api.removeprefix("core/"), "kind": r.kind}
+            kubernetes_validate.validate(obj, "1.30.0", strict=True)
+            checked += 1
+    assert checked >= (45 if run.stack == "prod" else 35)

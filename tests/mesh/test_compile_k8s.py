@@ -135,6 +135,26 @@ def test_commands_name_the_workload(objects: list[dict[str, Any]]) -> None:
     assert stage[stage.index("--service") + 1] == "digits-classify-preprocess"
 
 
+def test_gpu_versions_refuse_readiness_on_the_cpu_unless_the_spec_allows_it(
+    objects: list[dict[str, Any]], env: Environment
+) -> None:
+    """A `device: gpu` pod that got only the CPU provider must not serve (mesh/compile/k8s.py `_device`)."""
+    deployments = of_kind(objects, "Deployment")
+    for name, deployment in deployments.items():
+        command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+        gpu = name == "resnet-v1"  # the demo spec's only `device: gpu` version
+        assert ("--require-device" in command) is gpu, name
+        if gpu:
+            assert command[command.index("--require-device") + 1] == "gpu"
+    document = SPEC.model_dump(mode="json")
+    document["models"]["resnet"]["versions"]["1"]["cpu_fallback"] = True
+    relaxed = validate_spec(document)
+    (resnet,) = [
+        o for o in k8s.compile_core(relaxed, env) if o["metadata"]["name"] == "resnet-v1" and o["kind"] == "Deployment"
+    ]
+    assert "--require-device" not in resnet["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
 def test_model_artifacts_without_rebuilding_the_image(objects: list[dict[str, Any]], env: Environment) -> None:
     for name, deployment in of_kind(objects, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mesh.compile import kong
-from mesh.compile.settings import Environment
+from mesh.compile.settings import Environment, load_stack
 from mesh.spec import DEFAULT_SPEC_PATH, load_spec, read_yaml, validate_spec
 from tests.mesh.schemas import validate_builtin
 
@@ -110,30 +110,31 @@ def test_a_global_opentelemetry_plugin_sends_kong_spans_to_apm_with_its_token_fr
     # the APM Server's OTLP/HTTP traces path on the Service ECK creates (`<ApmServer>-apm-http`)
     apm = next(o for o in logging.compile_logging(env) if o["kind"] == "ApmServer")
     service = f"http://{apm['metadata']['name']}-apm-http.{env.logging_namespace}.svc:8200"
-    assert plugin["config"]["endpoint"] == f"{service}/v1/traces"
-    assert "headers" not in plugin["config"]  # the token never sits in the plugin object
-    (patch,) = plugin["configPatches"]
-    assert patch["path"] == "/headers"
-    secret = kong.tracing_secret(kong.tracing_headers("tok en/+"))
+    # KIC 3.0 (the pinned chart's) has `configFrom`, not `configPatches`; `config` and `configFrom` exclude
+    # each other, so the whole config, token included, comes from the Secret and none sits in the object.
+    assert "config" not in plugin and "configPatches" not in plugin
+    secret = kong.tracing_secret(kong.tracing_config(env, "tok en/+"))
     validate_builtin(secret)
-    ref = patch["valueFrom"]["secretKeyRef"]
+    ref = plugin["configFrom"]["secretKeyRef"]
     assert ref == {
         "name": secret["metadata"]["name"],
         "namespace": secret["metadata"]["namespace"],
         "key": next(iter(secret["stringData"])),
     }
-    # KIC parses the value as JSON and sets it at /headers: an object of header name -> value
-    assert json.loads(secret["stringData"][ref["key"]]) == {"Authorization": "Bearer tok en/+"}
+    config = json.loads(secret["stringData"][ref["key"]])
+    assert config["endpoint"] == f"{service}/v1/traces"
+    assert config["resource_attributes"] == {"service.name": "kong"}
+    assert config["headers"] == {"Authorization": "Bearer tok en/+"}
     # the same header the pods send (their OTEL_EXPORTER_OTLP_HEADERS, percent-encoded)
     from urllib.parse import unquote
 
     name, _, value = logging.otlp_headers("tok en/+").partition("=")
-    assert {name: unquote(value)} == json.loads(secret["stringData"][ref["key"]])
+    assert {name: unquote(value)} == config["headers"]
 
 
 def test_the_render_command_for_the_tracing_secret_gives_the_same_headers() -> None:
     """`meshserve render` prints a kubectl command instead of the Secret: run it through bash with a
-    stand-in kubectl and compare the value with what infra/ writes (`tracing_headers`)."""
+    stand-in kubectl and compare the value with what infra/ writes (`tracing_config`)."""
     import subprocess
 
     from mesh.render import secret_instructions
@@ -149,4 +150,5 @@ def test_the_render_command_for_the_tracing_secret_gives_the_same_headers() -> N
     literal = next(a for a in out.stdout.splitlines() if a.startswith("--from-literal="))
     key, _, value = literal.removeprefix("--from-literal=").partition("=")
     assert key == kong.TRACING_SECRET_KEY
-    assert json.loads(value) == json.loads(kong.tracing_headers(token))
+    env = load_stack("prod", DEFAULT_SPEC_PATH.parents[1])
+    assert json.loads(value) == json.loads(kong.tracing_config(env, token))

@@ -103,10 +103,13 @@ def test_apm_server_token_comes_from_our_keystore_secret() -> None:
     keystore = logging.apm_token_secret(ENV, "from-pulumi")
     assert apm["secureSettings"] == [{"secretName": keystore["metadata"]["name"]}]
     assert keystore["metadata"]["namespace"] == ENV.logging_namespace
-    # ECK's own config sets `apm-server.secret_token: ${SECRET_TOKEN}` (its generated Secret); user config
-    # overrides the same key, so exactly one token is in force: ours.
+    # APM Server 8.x reads `apm-server.auth.secret_token` (the pre-8.0 `apm-server.secret_token` was removed
+    # and is ignored: every export would get 401). ECK 2.15 sets the 8.x key to its own generated token;
+    # user config overrides the same key, so exactly one token is in force: ours.
+    assert int(logging.ELASTIC_VERSION.split(".")[0]) >= 8
     (entry,) = keystore["stringData"]
-    assert apm["config"] == {"apm-server.secret_token": "${" + entry + "}"}
+    assert apm["config"] == {"apm-server.auth.secret_token": "${" + entry + "}"}
+    assert "apm-server.secret_token" not in apm["config"]
     assert keystore["metadata"]["name"] != f"{logging.NAME}-apm-token"  # never fight ECK over its Secret
 
 

@@ -81,7 +81,7 @@ def referenced_secrets(obj: dict[str, Any]) -> set[tuple[str, str]]:
     def walk(value: Any, key: str = "") -> None:
         if isinstance(value, dict):
             if key in ("secretKeyRef", "secretRef") and "name" in value:
-                found.add((value.get("namespace", ns), value["name"]))  # KIC configPatches name it
+                found.add((value.get("namespace", ns), value["name"]))  # KIC configFrom names it
             for k, v in value.items():
                 if k == "secretName" and isinstance(v, str):
                     found.add((ns, v))
