@@ -1,5 +1,9 @@
 """Run the model server under uvicorn (uvloop + httptools, no access log) with a graceful drain.
 
+A process pinned to models (`--model`, as the supervisor and the pods run it) exits 1 when they fail
+their first load: it has nothing to serve, and the exit with the load error in its log is what the
+supervisor (and a pod's restart count) can see.
+
 SIGTERM/SIGINT: readiness turns false and new infer requests get 503 + Retry-After at once; queued
 requests are dispatched without waiting for their queue delay; when nothing is in flight (and the
 optional grace period has passed) uvicorn stops and the process exits 0. A second signal forces exit.
@@ -28,10 +32,26 @@ class DrainingServer(uvicorn.Server):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._drain_task: asyncio.Task | None = None
+        self._load_check: asyncio.Task | None = None
+        self.load_failed = False
 
     async def startup(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        if self.started and self.app.state.repository.only:
+            self._load_check = self._loop.create_task(self._exit_unless_loaded())
+
+    async def _exit_unless_loaded(self) -> None:
+        repository = self.app.state.repository
+        while not repository.scanned:  # the first scan runs in the lifespan; start-up only
+            await asyncio.sleep(0.05)
+        for name in repository.only or {}:
+            record = repository.models.get(name)
+            if record is None or not record.serving:
+                why = repository._why(record) if record is not None else ""
+                log.error("--model %s did not load%s: nothing to serve, exiting", name, why, extra={"model": name})
+                self.load_failed = True
+        self.should_exit = self.should_exit or self.load_failed
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Replaces uvicorn's handler, which would stop accepting at once and re-raise the signal
@@ -71,4 +91,4 @@ def serve(settings: Settings, host: str, port: int, drain_grace: float = 0.0, dr
     server = DrainingServer(config, app, drain_grace, drain_limit)
     follow_supervisor()
     server.run()
-    return 0 if server.started else 1
+    return 0 if server.started and not server.load_failed else 1
