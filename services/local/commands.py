@@ -149,8 +149,7 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"meshserve up: {exc}", file=sys.stderr)
         return 1
     progress.close()
-    print(example(stack, args.show_key), flush=True)
-    return run_until_signalled(stack)
+    return run_until_signalled(stack, example(stack, args.show_key))
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -392,11 +392,14 @@ class LocalStack:
         return self.instances(service)[0].spec.url
 
 
-def run_until_signalled(stack: LocalStack) -> int:
-    """`meshserve up`'s main loop: SIGINT/SIGTERM -> drain and stop."""
+def run_until_signalled(stack: LocalStack, banner: str = "") -> int:
+    """`meshserve up`'s main loop: SIGINT/SIGTERM -> drain and stop. The banner is printed once the
+    handlers are in place, so a signal sent by whoever read it always drains."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    if banner:
+        print(banner, flush=True)
     while not done.wait(0.5):
         pass
     print("meshserve up: stopping (draining every process)...", file=sys.stderr, flush=True)
