@@ -1,7 +1,8 @@
 """The one locustfile. Environment (see locust.conf and `python -m loadtests run --help`):
 
 LOADTEST_SUITE   classify | infer-json | infer-binary          (which User runs)
-LOADTEST_SHAPE   step | spike | soak | none                    (none: -u/-r/--run-time drive it)
+LOADTEST_SHAPE   step | spike | soak | none                    (-u/-r/--run-time size every shape)
+LOADTEST_RPS_PER_USER  each user's request rate cap (0: as fast as answered); sets the offered load
 LOADTEST_SPEC    mesh.yaml whose SLO for the suite's route gates the run (default mesh/mesh.yaml)
 LOADTEST_SLO_*   overrides of that SLO (see loadtests/gate.py)
 LOADTEST_CANARY_CHECK  0 to skip comparing the x-model-version split with the spec's weights
@@ -44,6 +45,17 @@ def _route_model(spec, route: str) -> str | None:
     return parts[2] if len(parts) == 4 and parts[:2] == ["v2", "models"] else None
 
 
+def offered_rps(environment) -> float | None:
+    """A paced run's offered load: the mean user count over the run x each user's rate; None unpaced."""
+    rate = float(os.environ.get("LOADTEST_RPS_PER_USER", 0))
+    if rate <= 0:
+        return None
+    users = [entry["user_count"][1] for entry in environment.stats.history]
+    if not users:
+        users = [getattr(environment.parsed_options, "num_users", 0) or 0]
+    return rate * sum(users) / len(users)
+
+
 @events.quitting.add_listener
 def slo_gate(environment, **_kwargs) -> None:
     spec = load_spec(os.environ.get("LOADTEST_SPEC", DEFAULT_SPEC_PATH), check_repository=False)
@@ -55,6 +67,7 @@ def slo_gate(environment, **_kwargs) -> None:
         p95_s=total.get_response_time_percentile(0.95) / 1000,
         p99_s=total.get_response_time_percentile(0.99) / 1000,
         rps=total.total_rps,
+        offered_rps=offered_rps(environment),
     )
     slo = spec.slo_for(route)
     verdicts = evaluate(apply_overrides(slo) if slo else None, figures)
