@@ -210,10 +210,13 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from mesh.spec import SpecError, parse_version
-    from services.common.settings import SettingsError, resolve_spec
+    from services.common.settings import SettingsError, resolve_run_dir, resolve_spec, running_spec
 
     try:
         path = resolve_spec(args.spec).path
+        watched = running_spec(resolve_run_dir().path)
+        if watched is not None and watched != path:
+            print(f"note: the local stack in runs/current watches {watched}, not {path}", file=sys.stderr)
         if args.op == "set":
             assignments = dict(parse_assignment(a) for a in args.weights)
             diff = apply_to_file(path, lambda d: set_weights(d, args.model, assignments))

@@ -27,6 +27,7 @@ LOG_FORMAT_ENV = "MESHSERVE_LOG_FORMAT"  # console logs: auto | json | text (ser
 PROJECT_SPEC = Path("mesh") / "mesh.yaml"  # a project's spec, relative to its root
 RUNS_DIR = "runs"  # a project's run directories, under its root
 CURRENT_RUN = "current"  # runs/current -> the newest `meshserve up` run
+STACK_FILE = "stack.json"  # in a run directory: what the supervisor runs, and from which spec
 
 SPEC_HELP = f"mesh spec (default: ${SPEC_ENV}, else {PROJECT_SPEC} in this folder or the nearest one above it)"
 RUN_DIR_HELP = f"the stack's run directory (default: ${RUN_DIR_ENV}, else runs/current of the project found from here)"
@@ -97,6 +98,16 @@ def resolve_run_dir(
     if env.get(RUN_DIR_ENV):
         return Found((base / Path(env[RUN_DIR_ENV]).expanduser()).absolute(), f"${RUN_DIR_ENV}")
     return Found(runs_root(base) / CURRENT_RUN, f"the project at {project_root(base)}")
+
+
+def running_spec(run_dir: Path) -> Path | None:
+    """The spec the stack in `run_dir` was started from (its stack.json), if that stack is there."""
+    import json
+
+    try:
+        return Path(json.loads((run_dir / STACK_FILE).read_text())["spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def repository(spec: Path) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-STACK_FILE = "stack.json"
+from services.common.settings import STACK_FILE
 
 
 def pid_alive(pid: int | None) -> bool:

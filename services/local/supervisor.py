@@ -42,7 +42,7 @@ from services.pipeline.traffic import CLIENT, TRAFFIC_ENV
 log = logging.getLogger("meshserve.supervisor")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # on PYTHONPATH for the children (a source checkout)
-STACK_FILE = "stack.json"
+STACK_FILE = settings.STACK_FILE
 API_KEYS_FILE = "api-keys.env"  # generated keys, mode 0600: `up` prints `source` of it, not the key
 LOG_TAIL_LINES = 20
 BACKOFF_BASE = 0.5

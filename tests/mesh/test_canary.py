@@ -172,3 +172,11 @@ def test_spec_option_after_the_op_and_the_project_from_the_working_directory(
     assert main(["canary", "set", "digits", "v2=40"]) == 0
     assert "{1: 60, 2: 40}" in spec_copy.read_text()
     assert DEFAULT_SPEC_PATH.read_text() == packaged
+    assert "note:" not in capsys.readouterr().err
+    current = spec_copy.parent.parent / "runs" / "current"  # a stack started here from another spec
+    current.mkdir(parents=True)
+    (current / "stack.json").write_text('{"spec": "/elsewhere/mesh.yaml", "processes": []}')
+    assert main(["canary", "set", "digits", "v2=30"]) == 0
+    assert f"note: the local stack in runs/current watches /elsewhere/mesh.yaml, not {spec_copy}" in (
+        capsys.readouterr().err
+    )

@@ -78,4 +78,4 @@ def test_settings_imports_nothing_above_the_ground_floor() -> None:
         for a in (n.names if isinstance(n, ast.Import) else [n])
         if not isinstance(n, ast.ImportFrom) or n.module
     }
-    assert imported <= {"__future__", "os", "collections", "dataclasses", "pathlib", "mesh"}
+    assert imported <= {"__future__", "os", "json", "collections", "dataclasses", "pathlib", "mesh"}
