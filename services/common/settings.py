@@ -24,6 +24,7 @@ from pathlib import Path
 SPEC_ENV = "MESHSERVE_SPEC"  # the mesh spec (every command and every service)
 RUN_DIR_ENV = "MESHSERVE_RUN_DIR"  # a stack's run directory (status, discovery, canary advance)
 LOG_FORMAT_ENV = "MESHSERVE_LOG_FORMAT"  # console logs: auto | json | text (services/common/telemetry.py)
+EXIT_ON_LOAD_FAILURE_ENV = "MESHSERVE_EXIT_ON_LOAD_FAILURE"  # `serve`: exit 1 if a --model fails its first load
 PROJECT_SPEC = Path("mesh") / "mesh.yaml"  # a project's spec, relative to its root
 RUNS_DIR = "runs"  # a project's run directories, under its root
 CURRENT_RUN = "current"  # runs/current -> the newest `meshserve up` run

@@ -149,6 +149,7 @@ class LocalStack:
         env[RUN_DIR_ENV] = str(self.run_dir)
         env[settings.SPEC_ENV] = str(self.spec_path)
         env[settings.LOG_FORMAT_ENV] = "json"  # the children log to files: always JSON, whatever the shell says
+        env[settings.EXIT_ON_LOAD_FAILURE_ENV] = "1"  # a model that cannot load stops `up` at once, with its error
         env[TRAFFIC_ENV] = CLIENT  # no Istio locally: the business API splits (services/pipeline/traffic.py)
         if (REPO_ROOT / "pyproject.toml").is_file():  # a source checkout: children import this tree
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)

@@ -77,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--drain-limit", type=float, default=30.0, metavar="SECONDS", help="longest wait for in-flight requests"
     )
     parser.add_argument(
+        "--exit-on-load-failure",
+        action="store_true",
+        help="exit 1 when a --model fails its first load (default: stay up, not ready; "
+        "$MESHSERVE_EXIT_ON_LOAD_FAILURE=1 sets it, as `meshserve up` does)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("auto", "json", "text"),
         default=None,
@@ -103,7 +109,7 @@ def preflight(repository: Path, models: dict[str, int | None]) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from services.common.settings import LOG_FORMAT_ENV
+    from services.common.settings import EXIT_ON_LOAD_FAILURE_ENV, LOG_FORMAT_ENV
 
     if args.log_format:
         os.environ[LOG_FORMAT_ENV] = args.log_format  # read by services.common.telemetry at app set-up
@@ -132,4 +138,5 @@ def run(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
         max_body_bytes=args.max_body_bytes,
     )
-    return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit)
+    exit_on_failure = args.exit_on_load_failure or os.environ.get(EXIT_ON_LOAD_FAILURE_ENV) == "1"
+    return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit, exit_on_failure)

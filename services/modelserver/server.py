@@ -1,8 +1,9 @@
 """Run the model server under uvicorn (uvloop + httptools, no access log) with a graceful drain.
 
-A process pinned to models (`--model`, as the supervisor and the pods run it) exits 1 when they fail
-their first load: it has nothing to serve, and the exit with the load error in its log is what the
-supervisor (and a pod's restart count) can see.
+With `exit_on_load_failure` (`serve --exit-on-load-failure`, which the local supervisor asks for), a
+process pinned to models (`--model`) exits 1 when they fail their first load: it has nothing to serve,
+and the exit with the load error in its log is what the supervisor can report at once. Without it the
+server stays up, not ready, and reports the failure in the repository index (hot reload may fix it).
 
 SIGTERM/SIGINT: readiness turns false and new infer requests get 503 + Retry-After at once; queued
 requests are dispatched without waiting for their queue delay; when nothing is in flight (and the
@@ -24,8 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: InferenceApp, grace: float, limit: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: InferenceApp, grace: float, limit: float, exit_on_load_failure: bool
+    ) -> None:
         super().__init__(config)
+        self.exit_on_load_failure = exit_on_load_failure
         self.app = app
         self.grace = grace
         self.limit = limit
@@ -38,7 +42,7 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
-        if self.started and self.app.state.repository.only:
+        if self.started and self.exit_on_load_failure and self.app.state.repository.only:
             self._load_check = self._loop.create_task(self._exit_unless_loaded())
 
     async def _exit_unless_loaded(self) -> None:
@@ -74,7 +78,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(settings: Settings, host: str, port: int, drain_grace: float = 0.0, drain_limit: float = 30.0) -> int:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    drain_grace: float = 0.0,
+    drain_limit: float = 30.0,
+    exit_on_load_failure: bool = False,
+) -> int:
     app = build_app(settings)
     config = uvicorn.Config(
         app,
@@ -88,7 +99,7 @@ def serve(settings: Settings, host: str, port: int, drain_grace: float = 0.0, dr
         server_header=False,
         timeout_graceful_shutdown=max(drain_limit, 1.0),
     )
-    server = DrainingServer(config, app, drain_grace, drain_limit)
+    server = DrainingServer(config, app, drain_grace, drain_limit, exit_on_load_failure)
     follow_supervisor()
     server.run()
     return 0 if server.started and not server.load_failed else 1
