@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services.common.settings import SPEC_HELP, resolve_spec
+from services.common.settings import SPEC_HELP, SettingsError, resolve_spec
 from services.gateway.app import MAX_BODY_BYTES
 from services.gateway.serve import serve
 
@@ -26,7 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_body_bytes <= 0:
         parser.error("--max-body-bytes must be positive")
-    serve(str(resolve_spec(args.spec).path), port=args.port, host=args.host, max_body_bytes=args.max_body_bytes)
+    try:
+        spec = resolve_spec(args.spec).path
+    except SettingsError as exc:
+        parser.error(str(exc))
+    serve(str(spec), port=args.port, host=args.host, max_body_bytes=args.max_body_bytes)
     return 0
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mesh.spec import MeshSpec, load_spec
-from services.common.settings import SPEC_HELP, resolve_spec
+from services.common.settings import SPEC_HELP, SettingsError, resolve_spec
 
 
 def build(spec_path: Path, spec: MeshSpec, service: str):
@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--drain-grace", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args(argv)
-    spec_path = resolve_spec(args.spec).path
+    try:
+        spec_path = resolve_spec(args.spec).path
+    except SettingsError as exc:
+        parser.error(str(exc))
     app = build(spec_path, load_spec(spec_path), args.service)
 
     from services.common.lifecycle import follow_supervisor
