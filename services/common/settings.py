@@ -79,11 +79,6 @@ def resolve_spec(
     return Found(root / PROJECT_SPEC, f"the project at {root}")
 
 
-def spec_path(explicit: str | Path | None = None, **kwargs: object) -> Path:
-    """resolve_spec(...).path: the shorthand every command uses."""
-    return resolve_spec(explicit, **kwargs).path  # type: ignore[arg-type]
-
-
 def runs_root(cwd: Path | None = None) -> Path:
     return project_root(cwd) / RUNS_DIR
 
