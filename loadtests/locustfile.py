@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 from locust import events
 
+from loadtests import payloads
 from loadtests.canary_split import split_verdicts
 from loadtests.gate import RunFigures, apply_overrides, evaluate, table
 from loadtests.shapes import SHAPES
@@ -29,6 +30,9 @@ if SUITE not in USERS:
 # Locust runs every User class bound in this module: bind exactly one, under its own name.
 globals()[USERS[SUITE].__name__] = USERS[SUITE]
 ROUTE = USERS[SUITE].route
+# The digits now, before the run's clock starts: importing scikit-learn in the first user's on_start
+# blocked every greenlet for seconds (a 6 s run sent one request and the gate measured the generator).
+payloads.digit_images()
 
 SHAPE = os.environ.get("LOADTEST_SHAPE", "none")
 if SHAPE != "none":

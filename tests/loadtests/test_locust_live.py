@@ -42,6 +42,17 @@ def run_locust(stack: LocalStack, out: Path, *args: str, env: dict[str, str] | N
     return done.returncode, verdicts, done.stdout + done.stderr
 
 
+def test_request_bodies_are_built_before_the_run_starts() -> None:
+    """Locust imports the locustfile before its clock starts; the users' first on_start must find them ready."""
+    code = "import loadtests.locustfile, loadtests.payloads as p; print(p.digit_images.cache_info().currsize)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "LOADTEST_SUITE": "classify"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+
+
 def _failed(verdicts: dict) -> list[str]:
     return [v["check"] for v in verdicts["verdicts"] if not v["passed"]]
 
