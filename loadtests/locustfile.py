@@ -3,7 +3,8 @@
 LOADTEST_SUITE   classify | infer-json | infer-binary          (which User runs)
 LOADTEST_SHAPE   step | spike | soak | none                    (-u/-r/--run-time size every shape)
 LOADTEST_RPS_PER_USER  each user's request rate cap (0: as fast as answered); sets the offered load
-LOADTEST_SPEC    mesh.yaml whose SLO for the suite's route gates the run (default mesh/mesh.yaml)
+LOADTEST_SPEC    mesh.yaml whose SLO for the suite's route gates the run (default: the project's, as every command
+                 finds it: $MESHSERVE_SPEC, else mesh/mesh.yaml from the working directory up)
 LOADTEST_SLO_*   overrides of that SLO (see loadtests/gate.py)
 LOADTEST_CANARY_CHECK  0 to skip comparing the x-model-version split with the spec's weights
 LOADTEST_VERDICT_FILE  also write the verdicts as JSON there
@@ -22,7 +23,8 @@ from loadtests.canary_split import split_verdicts
 from loadtests.gate import RunFigures, apply_overrides, evaluate, table
 from loadtests.shapes import SHAPES
 from loadtests.users import USERS, VERSIONS
-from mesh.spec import DEFAULT_SPEC_PATH, load_spec
+from mesh.spec import load_spec
+from services.common.settings import resolve_spec
 
 SUITE = os.environ.get("LOADTEST_SUITE", "classify")
 if SUITE not in USERS:
@@ -62,7 +64,7 @@ def offered_rps(environment) -> float | None:
 
 @events.quitting.add_listener
 def slo_gate(environment, **_kwargs) -> None:
-    spec = load_spec(os.environ.get("LOADTEST_SPEC", DEFAULT_SPEC_PATH), check_repository=False)
+    spec = load_spec(os.environ.get("LOADTEST_SPEC") or resolve_spec().path, check_repository=False)
     route = ROUTE
     total = environment.stats.total
     figures = RunFigures(
