@@ -60,6 +60,7 @@ def latency_figure(series: dict[str, list[float | None]], *, title: str, slo_ms:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     slo_ms = slo_ms or {}
     fig = Figure(figsize=(11, 8), layout="constrained")
@@ -69,6 +70,10 @@ def latency_figure(series: dict[str, list[float | None]], *, title: str, slo_ms:
         latency.plot(series["t"], series[key], label=key, color=colors[key])
     latency.set_yscale("log")
     latency.set_ylim(*latency_limits(series, slo_ms))
+    latency.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50 ... ms
+    latency.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    latency.yaxis.set_minor_formatter(NullFormatter())
+    latency.grid(True, which="major", alpha=0.3)
     for name, bound in slo_ms.items():
         color = colors.get(name, "grey")
         latency.axhline(bound, linestyle="--", linewidth=1.2, color=color, label=f"SLO {name} {bound:g} ms")
