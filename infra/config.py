@@ -7,7 +7,6 @@ strings in this program, so Pulumi encrypts them in state and masks them in logs
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,4 +79,10 @@ def api_key(secrets: Secrets, username: str) -> pulumi.Output:
 
 
 def spec_path() -> Path:
-    return Path(os.environ.get("MESHSERVE_SPEC", DEFAULT_SPEC_PATH))
+    """$MESHSERVE_SPEC, else the project's mesh/mesh.yaml (Pulumi runs the program in the project's root)."""
+    from services.common.settings import SettingsError, resolve_spec
+
+    try:
+        return resolve_spec().path
+    except SettingsError:
+        return DEFAULT_SPEC_PATH  # `pulumi up` from this source tree, whatever the working directory

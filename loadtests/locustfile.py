@@ -1,8 +1,10 @@
 """The one locustfile. Environment (see locust.conf and `python -m loadtests run --help`):
 
 LOADTEST_SUITE   classify | infer-json | infer-binary          (which User runs)
-LOADTEST_SHAPE   step | spike | soak | none                    (none: -u/-r/--run-time drive it)
-LOADTEST_SPEC    mesh.yaml whose SLO for the suite's route gates the run (default mesh/mesh.yaml)
+LOADTEST_SHAPE   step | spike | soak | none                    (-u/-r/--run-time size every shape)
+LOADTEST_RPS_PER_USER  each user's request rate cap (0: as fast as answered); sets the offered load
+LOADTEST_SPEC    mesh.yaml whose SLO for the suite's route gates the run (default: the project's, as every command
+                 finds it: $MESHSERVE_SPEC, else mesh/mesh.yaml from the working directory up)
 LOADTEST_SLO_*   overrides of that SLO (see loadtests/gate.py)
 LOADTEST_CANARY_CHECK  0 to skip comparing the x-model-version split with the spec's weights
 LOADTEST_VERDICT_FILE  also write the verdicts as JSON there
@@ -16,11 +18,13 @@ from dataclasses import asdict
 
 from locust import events
 
+from loadtests import payloads
 from loadtests.canary_split import split_verdicts
 from loadtests.gate import RunFigures, apply_overrides, evaluate, table
 from loadtests.shapes import SHAPES
 from loadtests.users import USERS, VERSIONS
-from mesh.spec import DEFAULT_SPEC_PATH, load_spec
+from mesh.spec import load_spec
+from services.common.settings import resolve_spec
 
 SUITE = os.environ.get("LOADTEST_SUITE", "classify")
 if SUITE not in USERS:
@@ -28,6 +32,9 @@ if SUITE not in USERS:
 # Locust runs every User class bound in this module: bind exactly one, under its own name.
 globals()[USERS[SUITE].__name__] = USERS[SUITE]
 ROUTE = USERS[SUITE].route
+# The digits now, before the run's clock starts: importing scikit-learn in the first user's on_start
+# blocked every greenlet for seconds (a 6 s run sent one request and the gate measured the generator).
+payloads.digit_images()
 
 SHAPE = os.environ.get("LOADTEST_SHAPE", "none")
 if SHAPE != "none":
@@ -44,9 +51,20 @@ def _route_model(spec, route: str) -> str | None:
     return parts[2] if len(parts) == 4 and parts[:2] == ["v2", "models"] else None
 
 
+def offered_rps(environment) -> float | None:
+    """A paced run's offered load: the mean user count over the run x each user's rate; None unpaced."""
+    rate = float(os.environ.get("LOADTEST_RPS_PER_USER", 0))
+    if rate <= 0:
+        return None
+    users = [entry["user_count"][1] for entry in environment.stats.history]
+    if not users:
+        users = [getattr(environment.parsed_options, "num_users", 0) or 0]
+    return rate * sum(users) / len(users)
+
+
 @events.quitting.add_listener
 def slo_gate(environment, **_kwargs) -> None:
-    spec = load_spec(os.environ.get("LOADTEST_SPEC", DEFAULT_SPEC_PATH), check_repository=False)
+    spec = load_spec(os.environ.get("LOADTEST_SPEC") or resolve_spec().path, check_repository=False)
     route = ROUTE
     total = environment.stats.total
     figures = RunFigures(
@@ -55,6 +73,7 @@ def slo_gate(environment, **_kwargs) -> None:
         p95_s=total.get_response_time_percentile(0.95) / 1000,
         p99_s=total.get_response_time_percentile(0.99) / 1000,
         rps=total.total_rps,
+        offered_rps=offered_rps(environment),
     )
     slo = spec.slo_for(route)
     verdicts = evaluate(apply_overrides(slo) if slo else None, figures)

@@ -34,7 +34,7 @@ class CanaryError(ValueError):
 
 
 def parse_assignment(text: str) -> tuple[int, int]:
-    """'v2=10' or '2=10' -> (2, 10)."""
+    """'v2=10' or '2=10' -> (2, 10); the weight is a percentage, so the error names the value typed."""
     from mesh.spec import parse_version
 
     version, sep, weight = text.partition("=")
@@ -45,9 +45,12 @@ def parse_assignment(text: str) -> tuple[int, int]:
     except ValueError as exc:
         raise CanaryError(f"{text!r}: {exc}") from None
     try:
-        return parsed, int(weight)
+        value = int(weight)
     except ValueError:
         raise CanaryError(f"{text!r}: the weight must be an integer") from None
+    if not 0 <= value <= 100:
+        raise CanaryError(f"{text!r}: {value} is not a weight: a weight is a percentage from 0 to 100")
+    return parsed, value
 
 
 def _model(doc: Mapping[str, Any], model: str) -> Mapping[str, Any]:
@@ -131,10 +134,17 @@ def set_weights(doc: Any, model: str, assignments: Mapping[int, int]) -> Any:
     if not assignments:
         raise CanaryError("name at least one weight, e.g. v2=10")
     _check_known(doc, model, list(assignments))
+    for version, weight in sorted(assignments.items()):  # the value typed, before any derived weight
+        if not 0 <= weight <= 100:
+            raise CanaryError(f"v{version}={weight}: a weight is a percentage from 0 to 100")
     weights = current_weights(doc, model)
     weights.update(assignments)
     rest = [v for v in weights if v not in assignments]
     if rest:
+        named = sum(assignments.values())
+        if named > 100:
+            typed = " ".join(f"v{v}={w}" for v, w in sorted(assignments.items()))
+            raise CanaryError(f"{typed}: the weights you named add up to {named}; together at most 100")
         stable = stable_version(doc, model)
         carrying = stable in rest and weights[stable] > 0
         absorbing = stable if carrying else min(rest, key=lambda v: (-weights[v], v))
@@ -200,9 +210,13 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from mesh.spec import SpecError, parse_version
+    from services.common.settings import SettingsError, resolve_run_dir, resolve_spec, running_spec
 
-    path = Path(args.spec)
     try:
+        path = resolve_spec(args.spec).path
+        watched = running_spec(resolve_run_dir().path)
+        if watched is not None and watched != path:
+            print(f"note: the local stack in runs/current watches {watched}, not {path}", file=sys.stderr)
         if args.op == "set":
             assignments = dict(parse_assignment(a) for a in args.weights)
             diff = apply_to_file(path, lambda d: set_weights(d, args.model, assignments))
@@ -211,35 +225,45 @@ def _run(args: argparse.Namespace) -> int:
             diff = apply_to_file(path, lambda d: promote(d, args.model, version))
         else:
             diff = apply_to_file(path, lambda d: rollback(d, args.model))
-    except (CanaryError, SpecError, ValueError) as exc:
+    except (CanaryError, SpecError, SettingsError, ValueError) as exc:
         print(f"meshserve canary {args.op}: {exc}", file=sys.stderr)
         return 2
     print(diff or f"{path}: no change", end="" if diff else "\n")
     return 0
 
 
+def add_spec_option(parser: argparse.ArgumentParser) -> None:
+    """`--spec` on an OP as well as on `canary`: `canary set --spec X` and `canary --spec X set` both work
+    (SUPPRESS: an OP without it keeps what `canary --spec` said)."""
+    from services.common.settings import SPEC_HELP
+
+    parser.add_argument("--spec", default=argparse.SUPPRESS, help=SPEC_HELP)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mesh.spec import DEFAULT_SPEC_PATH
+    from services.common.settings import SPEC_HELP
 
     canary = subparsers.add_parser("canary", help="shift traffic between model versions in mesh.yaml")
-    canary.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", str(DEFAULT_SPEC_PATH)))
+    canary.add_argument("--spec", default=None, help=SPEC_HELP)
     ops = canary.add_subparsers(dest="op", required=True, metavar="OP")
 
     set_ = ops.add_parser("set", help="set version weights, e.g. `canary set digits v2=10` (the rest to the stable)")
-    set_.add_argument("model")
-    set_.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT")
+    set_.add_argument("model", help="a model of the spec, e.g. digits")
+    set_.add_argument("weights", nargs="+", metavar="VERSION=WEIGHT", help="e.g. v2=10 (a percentage, 0 to 100)")
     set_.set_defaults(func=_run)
 
     promote_ = ops.add_parser("promote", help="send all traffic to a version")
-    promote_.add_argument("model")
-    promote_.add_argument("version")
+    promote_.add_argument("model", help="a model of the spec, e.g. digits")
+    promote_.add_argument("version", help="the version taking all traffic, e.g. v2")
     promote_.set_defaults(func=_run)
 
-    rollback_ = ops.add_parser("rollback", help="send all traffic back to the stable version (highest weight)")
-    rollback_.add_argument("model")
+    rollback_ = ops.add_parser("rollback", help="send all traffic back to the stable version (traffic.stable)")
+    rollback_.add_argument("model", help="a model of the spec, e.g. digits")
     rollback_.set_defaults(func=_run)
 
     import importlib
 
     for name in EXTENSION_MODULES:
         importlib.import_module(name).register_canary(ops)
+    for parser in ops.choices.values():
+        add_spec_option(parser)

@@ -53,8 +53,10 @@ from mesh import canary
 from mesh.spec import format_duration, parse_duration, parse_version, read_yaml
 from observability import queries
 from observability.prometheus import DEFAULT_SCRAPE_INTERVAL, SCRAPE_INTERVAL_ENV
+from services.common.settings import SPEC_ENV
 
 PROMETHEUS_URL_ENV = "MESHSERVE_PROMETHEUS_URL"
+HOLD_REPORT_S = 10.0  # a line at least this often while a step holds
 MAX_SCRAPE_INTERVAL_S = 300.0
 AGREEMENT_MODES = ("required", "skip")
 NO_AGREEMENT_HINT = (
@@ -361,7 +363,7 @@ def run_apply(command: str, spec_path: Path, log: Callable[[str], None], timeout
         text=True,
         errors="replace",
         start_new_session=True,
-        env={**os.environ, "MESHSERVE_SPEC": str(spec_path.resolve())},
+        env={**os.environ, SPEC_ENV: str(spec_path.resolve())},
     )
 
     def kill() -> None:
@@ -384,6 +386,18 @@ def run_apply(command: str, spec_path: Path, log: Callable[[str], None], timeout
     if code != 0:
         why = f"was stopped after {format_duration(timeout_s)}" if code == -signal.SIGKILL else f"exited {code}"
         raise ApplyError(f"--apply {command!r} {why}")
+
+
+def hold(settle_s: float, window_s: float, sleep: Callable[[float], None], log: Callable[[str], None]) -> None:
+    """Wait out the settle and the window, saying where the wait is every HOLD_REPORT_S (never silent)."""
+    total, waited = settle_s + window_s, 0.0
+    while waited < total:
+        chunk = min(HOLD_REPORT_S, total - waited)
+        sleep(chunk)
+        waited += chunk
+        if waited < total:
+            phase = "settling" if waited < settle_s else "collecting the window"
+            log(f"  ... {phase}: {waited:.0f}s of {total:.0f}s, judging in {total - waited:.0f}s")
 
 
 def advance(
@@ -439,7 +453,7 @@ def advance(
             log(f"step {weight}%: v{canary_version} at {weight}%, mirrored to v{mirror_to}")
             shift(step_edit(model, stable, canary_version, weight))
             log(f"  settle {report.settle}, then judge over {plan.window}")
-            sleep(plan.settle_s + plan.window_s)
+            hold(plan.settle_s, plan.window_s, sleep, log)
             figures = measure(prometheus, model, stable, canary_version, plan.window)
             step = Step(weight, mirror_to, plan.window, figures, judge(figures, limits, agreement == "required"))
             report.steps.append(step)
@@ -489,8 +503,9 @@ def default_prometheus() -> str | None:
     if os.environ.get(PROMETHEUS_URL_ENV):
         return os.environ[PROMETHEUS_URL_ENV]
     from observability.prometheus import URL_FILE
+    from services.common.settings import resolve_run_dir
 
-    url_file = Path(__file__).resolve().parents[1] / "runs" / "current" / URL_FILE  # `meshserve up`'s newest run
+    url_file = resolve_run_dir().path / URL_FILE  # the project's newest `meshserve up` run (or $MESHSERVE_RUN_DIR)
     return url_file.read_text().strip() if url_file.exists() else None
 
 
@@ -501,6 +516,7 @@ def default_scrape_interval() -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from mesh.spec import SpecError
+    from services.common import settings
 
     prometheus = args.prometheus or default_prometheus()
     if not prometheus:
@@ -514,7 +530,7 @@ def _run(args: argparse.Namespace) -> int:
         version = parse_version(args.version)
         steps = parse_steps(args.steps)
         report = advance(
-            Path(args.spec),
+            settings.resolve_spec(args.spec).path,
             args.model,
             version,
             steps,
@@ -533,10 +549,11 @@ def _run(args: argparse.Namespace) -> int:
             apply=args.apply,
             apply_timeout_s=parse_duration(args.apply_timeout),
         )
-    except (canary.CanaryError, SpecError, ValueError) as exc:
+    except (canary.CanaryError, SpecError, ValueError) as exc:  # settings.SettingsError is a ValueError
         print(f"meshserve canary advance: {exc}", file=sys.stderr)
         return 2
-    out = args.report or Path("runs") / f"canary-{args.model}-v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = f"canary-{args.model}-v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.report or settings.runs_root() / name
     json_path, md_path = write_report(report, Path(out))
     print(f"report: {json_path} and {md_path}")
     if report.failure:
@@ -553,7 +570,7 @@ def register_canary(ops: argparse._SubParsersAction) -> None:
         epilog="exit status: 0 promoted, 1 rolled back, 2 refused (bad arguments), 3 rolled back in the spec "
         "but --apply failed to apply the rollback",
     )
-    parser.add_argument("model")
+    parser.add_argument("model", help="a model of the spec, e.g. digits")
     parser.add_argument("version", help="the canary version, e.g. v2")
     parser.add_argument("--steps", default="5,25,50,100", help="canary weights in order (default 5,25,50,100)")
     parser.add_argument(
@@ -584,17 +601,33 @@ def register_canary(ops: argparse._SubParsersAction) -> None:
         help="top-1 agreement on mirrored inputs: required (the local stack's gateway and business APIs "
         "compare them) or skip (a cluster's Istio mirrors without comparing)",
     )
-    parser.add_argument("--max-error-increase", type=float, default=limits.max_error_increase)
-    parser.add_argument("--max-latency-ratio", type=float, default=limits.max_latency_ratio)
+    parser.add_argument(
+        "--max-error-increase",
+        type=float,
+        default=limits.max_error_increase,
+        help="the canary's error ratio may exceed the stable's by this much",
+    )
+    parser.add_argument(
+        "--max-latency-ratio", type=float, default=limits.max_latency_ratio, help="canary p95 <= stable p95 x this"
+    )
     parser.add_argument(
         "--latency-slack",
         default=format_duration(limits.latency_slack_s),
         help="the canary's p95 may also exceed the stable's by this much (whichever bound is larger)",
     )
-    parser.add_argument("--min-agreement", type=float, default=limits.min_agreement)
-    parser.add_argument("--min-requests", type=int, default=limits.min_requests)
-    parser.add_argument("--min-compared", type=int, default=limits.min_compared)
     parser.add_argument(
-        "--report", type=Path, default=None, help="report folder (default runs/canary-<model>-v<N>-<time>)"
+        "--min-agreement", type=float, default=limits.min_agreement, help="top-1 agreement on mirrored inputs"
+    )
+    parser.add_argument(
+        "--min-requests", type=int, default=limits.min_requests, help="canary requests a window needs to be judged"
+    )
+    parser.add_argument(
+        "--min-compared", type=int, default=limits.min_compared, help="mirrored comparisons a window needs"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="report folder (default: the project's runs/canary-<model>-v<N>-<time>)",
     )
     parser.set_defaults(func=_run)

@@ -9,27 +9,12 @@ are never rendered: the command prints how to create them.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _default_root() -> str:
-    """The folder holding Pulumi.yaml: the current one if it has it, else this checkout's root."""
-    return "." if Path("Pulumi.yaml").is_file() else str(REPO_ROOT)
-
-
 RENDERED = re.compile(r"^\d{3}-[a-z]+-[a-z0-9]+-[a-z0-9_-]+-[a-z0-9.-]+\.yaml$")
-
-
-def _default_spec() -> str:
-    from mesh.spec import DEFAULT_SPEC_PATH
-
-    return os.environ.get("MESHSERVE_SPEC", str(DEFAULT_SPEC_PATH))
 
 
 def file_name(index: int, group: str, obj: dict[str, Any]) -> str:
@@ -112,13 +97,15 @@ def secret_instructions(spec_path: Path, stack: str, root: Path) -> list[str]:
 def _render(args: argparse.Namespace) -> int:
     from mesh.compile.settings import SettingsError
     from mesh.spec import SpecError
+    from services.common import settings
 
-    spec_path, root, out = Path(args.spec), Path(args.root), Path(args.output)
+    root, out = Path(args.root) if args.root else settings.project_root(), Path(args.output)
     try:
+        spec_path = settings.resolve_spec(args.spec).path
         objects = render_objects(spec_path, args.stack, root)
         written = write_objects(objects, out)
         secrets = secret_instructions(spec_path, args.stack, root)
-    except (SpecError, SettingsError, ValueError, OSError) as exc:
+    except (SpecError, SettingsError, settings.SettingsError, ValueError, OSError) as exc:
         print(f"meshserve render: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} objects to {out}/ (stack {args.stack})")
@@ -132,36 +119,40 @@ def _render(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from mesh.compile.settings import SettingsError, load_stack
     from mesh.spec import SpecError, load_spec
+    from services.common import settings
 
     try:
-        spec = load_spec(Path(args.spec))
+        spec_path = settings.resolve_spec(args.spec).path
+        spec = load_spec(spec_path)
         if args.stack:
-            load_stack(args.stack, Path(args.root))
-    except (SpecError, SettingsError) as exc:
+            load_stack(args.stack, Path(args.root) if args.root else settings.project_root())
+    except (SpecError, SettingsError, settings.SettingsError) as exc:
         print(exc, file=sys.stderr)
         return 1
     versions = sum(len(m.versions) for m in spec.models.values())
     print(
-        f"{args.spec}: valid ({len(spec.models)} models, {versions} versions, {len(spec.pipelines)} pipelines, "
+        f"{spec_path}: valid ({len(spec.models)} models, {versions} versions, {len(spec.pipelines)} pipelines, "
         f"{len(spec.gateway.consumers)} consumers, {len(spec.slos)} SLOs)"
     )
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from services.common.settings import SPEC_HELP
+
+    root_help = "folder holding Pulumi.<stack>.yaml (default: the project's root, found from the working directory)"
+
     render = subparsers.add_parser(
         "render", help="write the Kubernetes/Istio/Kong/KEDA/monitoring objects as YAML (kubectl, GitOps)"
     )
     render.add_argument("--stack", required=True, help="reads Pulumi.<stack>.yaml for environment settings")
     render.add_argument("-o", "--output", required=True, help="output folder (previous renders in it are replaced)")
-    render.add_argument(
-        "--spec", default=_default_spec(), help="mesh spec (default: $MESHSERVE_SPEC or mesh/mesh.yaml)"
-    )
-    render.add_argument("--root", default=_default_root(), help="folder holding Pulumi.<stack>.yaml")
+    render.add_argument("--spec", default=None, help=SPEC_HELP)
+    render.add_argument("--root", default=None, help=root_help)
     render.set_defaults(func=_render)
 
     validate = subparsers.add_parser("validate", help="validate the mesh spec (and a stack's config); exit 1 if bad")
-    validate.add_argument("--spec", default=_default_spec())
+    validate.add_argument("--spec", default=None, help=SPEC_HELP)
     validate.add_argument("--stack", help="also validate Pulumi.<stack>.yaml's meshserve settings")
-    validate.add_argument("--root", default=_default_root())
+    validate.add_argument("--root", default=None, help=root_help)
     validate.set_defaults(func=_validate)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -11,10 +10,11 @@ from pathlib import Path
 def run_rules(args: argparse.Namespace) -> int:
     from mesh.spec import SpecError, load_spec
     from observability.alerts import render_rules, write_rules
+    from services.common.settings import SettingsError, resolve_spec
 
     try:
-        spec = load_spec(args.spec, check_repository=False)
-    except SpecError as exc:
+        spec = load_spec(resolve_spec(args.spec).path, check_repository=False)
+    except (SpecError, SettingsError) as exc:
         print(f"meshserve rules: {exc}", file=sys.stderr)
         return 2
     if args.out is None:
@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "rules", help="write the Prometheus alert rules generated from the spec's SLOs and model versions"
     )
-    parser.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", "mesh/mesh.yaml"))
+    from services.common.settings import SPEC_HELP
+
+    parser.add_argument("--spec", default=None, help=SPEC_HELP)
     parser.add_argument("--out", type=Path, default=None, help="rules file to write (default: stdout)")
     parser.set_defaults(func=run_rules)

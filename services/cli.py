@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from services.cliparser import Parser
+
 # Modules that contribute subcommands. Each defines `register(subparsers) -> None` and sets
 # `func=` on its parsers. Add one line here per new module; nothing else changes.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -23,12 +25,23 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("meshserve")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="meshserve",
         description="ONNX models as microservices: serve them, run the local stack, render it for Kubernetes, "
         "and release new versions by canary, all from mesh/mesh.yaml.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

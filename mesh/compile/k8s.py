@@ -40,6 +40,7 @@ from mesh.compile.names import (
 )
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec
+from services.common.settings import SPEC_ENV
 from services.pipeline.traffic import CLIENT, DEFAULT_VERSION_HEADER, MESH, TRAFFIC_ENV, VERSION_HEADER_ENV
 
 SPEC_CONFIGMAP = "meshserve-spec"
@@ -156,7 +157,7 @@ def _env(w: Workload, spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
     values: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "HOME", "value": "/tmp"},  # the only writable place: the root filesystem is read-only
-        {"name": "MESHSERVE_SPEC", "value": f"{CONFIG_DIR}/mesh.yaml"},
+        {"name": SPEC_ENV, "value": f"{CONFIG_DIR}/mesh.yaml"},
         {"name": "MESHSERVE_DISCOVERY", "value": f"static:{CONFIG_DIR}/endpoints.json"},
         {"name": TRAFFIC_ENV, "value": MESH if env.platform.istio else CLIENT},
         {"name": "OTEL_SERVICE_NAME", "value": w.name},

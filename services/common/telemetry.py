@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 
 import ecs_logging
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.settings import LOG_FORMAT_ENV
 from services.common.tracing import TraceContextLogFilter, configure_tracing, instrument_app
 
 SERVICE_NAME_ENV = "MESHSERVE_SERVICE_NAME"
@@ -42,10 +44,31 @@ HTTP_DURATION = Histogram(
 )
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def log_format(stream: object, env: Mapping[str, str] = os.environ) -> str:
+    """'json' or 'text': $MESHSERVE_LOG_FORMAT (auto | json | text); auto is text on a terminal only.
+
+    Under the supervisor, in a pod or a pipe, stderr is not a terminal: JSON, which Filebeat ships and a
+    log file keeps. A person running `meshserve serve` in a terminal reads one short line per event.
+    """
+    choice = env.get(LOG_FORMAT_ENV, "auto").lower()
+    if choice not in ("auto", "json", "text"):
+        raise ValueError(f"{LOG_FORMAT_ENV}={choice!r}: one of auto, json, text")
+    if choice == "auto":
+        isatty = getattr(stream, "isatty", None)
+        return "text" if isatty is not None and isatty() else "json"
+    return choice
+
+
 def configure_logging(service: str, level: str | None = None) -> None:
-    """Log ECS JSON lines to stderr (Filebeat ships them; Kibana reads `service.name`)."""
+    """Log to stderr: ECS JSON lines (Filebeat ships them; Kibana reads `service.name`), or text on a terminal."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(ecs_logging.StdlibFormatter(extra={"service": {"name": service}}))
+    if log_format(sys.stderr) == "text":
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    else:
+        handler.setFormatter(ecs_logging.StdlibFormatter(extra={"service": {"name": service}}))
     handler.addFilter(TraceContextLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

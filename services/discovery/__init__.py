@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from services.common.settings import RUN_DIR_ENV
+
 DISCOVERY_ENV = "MESHSERVE_DISCOVERY"
-RUN_DIR_ENV = "MESHSERVE_RUN_DIR"
 ENDPOINTS_FILE = "endpoints.json"
-DEFAULT_RUN_DIR = "runs/current"  # the newest `meshserve up` run, relative to the working directory
+__all__ = ["DISCOVERY_ENV", "ENDPOINTS_FILE", "RUN_DIR_ENV", "Discovery", "Endpoint", "from_env"]
 
 
 @dataclass(frozen=True)
@@ -69,4 +70,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Discovery:
         return StaticDiscovery(Path(target))
     if setting and kind != "static":
         raise ValueError(f"{DISCOVERY_ENV}={setting!r}: use static:/path/to/endpoints.json or consul:http://host:8500")
-    return StaticDiscovery(Path(env.get(RUN_DIR_ENV, DEFAULT_RUN_DIR)) / ENDPOINTS_FILE)
+    from services.common.settings import resolve_run_dir
+
+    return StaticDiscovery(resolve_run_dir(env=env).path / ENDPOINTS_FILE)

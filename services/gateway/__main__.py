@@ -7,17 +7,17 @@ each consumer's API-key variable (e.g. MESHSERVE_API_KEY), OTEL_* for tracing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
+from services.common.settings import SPEC_HELP, SettingsError, resolve_spec
 from services.gateway.app import MAX_BODY_BYTES
 from services.gateway.serve import serve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.gateway", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", "mesh/mesh.yaml"), help="mesh.yaml")
+    parser.add_argument("--spec", default=None, help=SPEC_HELP)
     parser.add_argument("--port", type=int, default=None, help="default: the spec's gateway.port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
@@ -26,7 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_body_bytes <= 0:
         parser.error("--max-body-bytes must be positive")
-    serve(args.spec, port=args.port, host=args.host, max_body_bytes=args.max_body_bytes)
+    try:
+        spec = resolve_spec(args.spec).path
+    except SettingsError as exc:
+        parser.error(str(exc))
+    serve(str(spec), port=args.port, host=args.host, max_body_bytes=args.max_body_bytes)
     return 0
 
 

@@ -1,16 +1,20 @@
-"""`meshserve up` and `meshserve status`. Imports nothing heavy until a command runs."""
+"""`meshserve init`, `meshserve up` and `meshserve status`. Imports nothing heavy until a command runs.
+
+All three find the project the same way (services/common/settings.py): `up` writes its run under the
+project's runs/, `status` reads runs/current of the same project.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from services.common.settings import RUN_DIR_HELP, SPEC_HELP
 
 # Modules that add processes to `meshserve up` (e.g. Prometheus, an OTel collector). Each defines
 # `processes(stack) -> list[services.local.plan.ProcessSpec]`; add one line here per module.
 EXTRA_PROCESS_MODULES: tuple[str, ...] = ("observability.prometheus", "observability.console")
-RUNS_ROOT = Path(__file__).resolve().parents[2] / "runs"
 
 # sklearn digits image 0 (a "0"), on the 8-bit scale: the example request `up` prints.
 EXAMPLE_IMAGE = [
@@ -26,26 +30,46 @@ EXAMPLE_IMAGE = [
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    init = subparsers.add_parser(
+        "init", help="create a project (mesh/mesh.yaml, the demo models, dashboards, load-test config) in DIR"
+    )
+    init.add_argument("directory", nargs="?", type=Path, default=Path("."), metavar="DIR", help="project folder")
+    init.add_argument("--force", action="store_true", help="overwrite the files of an existing project")
+    init.set_defaults(func=run_init)
+
     up = subparsers.add_parser("up", help="start the whole local stack from mesh.yaml (Ctrl-C drains and stops it)")
-    up.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", "mesh/mesh.yaml"))
-    up.add_argument("--run-dir", type=Path, default=None, help="default: runs/<timestamp> (runs/current links to it)")
+    up.add_argument("--spec", default=None, help=SPEC_HELP)
+    up.add_argument(
+        "--run-dir", type=Path, default=None, help="default: runs/<timestamp> in the project (runs/current links to it)"
+    )
     up.add_argument("--gateway-port", type=int, default=None, help="default: the spec's gateway.port")
     up.add_argument("--no-gateway", action="store_true", help="start everything but the gateway")
-    up.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS")
+    up.add_argument(
+        "--ready-timeout", type=float, default=60.0, metavar="SECONDS", help="give up when not all are ready by then"
+    )
+    up.add_argument(
+        "--show-key", action="store_true", help="print generated API keys (default: masked; `source` the keys file)"
+    )
     up.set_defaults(func=run_up)
 
     status = subparsers.add_parser("status", help="show what the local stack runs where and whether it is healthy")
-    status.add_argument("--run-dir", type=Path, default=RUNS_ROOT / "current")
+    status.add_argument("--run-dir", type=Path, default=None, help=RUN_DIR_HELP)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=run_status)
 
 
-def example(stack) -> str:
-    """Endpoints (model versions with what they really run on), fallbacks called out, a ready-to-paste request."""
+def mask(key: str) -> str:
+    """Enough of a key to tell two apart, never enough to use it."""
+    return f"{key[:4]}{'*' * 8}" if len(key) > 8 else "*" * 8
+
+
+def example(stack, show_key: bool = False) -> str:
+    """Endpoints (versions with what they really run on, fallbacks called out), a request; keys masked unless asked."""
     import httpx
     import orjson
 
     from services.local.devices import describe, fallback_notes, running_on
+    from services.local.supervisor import API_KEYS_FILE
 
     lines = ["", "meshserve: the local stack is ready", f"  run dir: {stack.run_dir}  (logs in {stack.log_dir})", ""]
     seen: dict[tuple[str, str], dict | None] = {}
@@ -69,9 +93,15 @@ def example(stack) -> str:
         base = gateway[0].spec.url
         lines.append("")
         for username, (var, key, generated) in stack.api_keys.items():
-            if generated:
-                lines.append(f"  {var} was unset: generated a key for consumer {username!r}:")
-            lines.append(f"  export {var}={key}")
+            if not generated:
+                lines.append(f"  consumer {username!r}: API key from ${var} ({mask(key)})")
+            elif show_key:
+                lines += [f"  {var} was unset: generated a key for consumer {username!r}:", f"  export {var}={key}"]
+            else:
+                lines += [
+                    f"  {var} was unset: generated a key for consumer {username!r} ({mask(key)}); to use it:",
+                    f"  source {stack.run_dir / API_KEYS_FILE}",
+                ]
         var = next(iter(stack.api_keys.values()), ("MESHSERVE_API_KEY",))[0]
         header = stack.spec.gateway.key_names[0]
         body = orjson.dumps({"image": EXAMPLE_IMAGE}).decode()
@@ -87,41 +117,64 @@ def example(stack) -> str:
     return "\n".join(lines)
 
 
+def run_init(args: argparse.Namespace) -> int:
+    from services.local.project import ProjectError, init
+
+    try:
+        written = init(args.directory, force=args.force)
+    except ProjectError as exc:
+        print(f"meshserve init: {exc}", file=sys.stderr)
+        return 2
+    root = args.directory.resolve()
+    print(f"created a meshserve project in {root}:")
+    for path in written:
+        print(f"  {path.relative_to(root)}")
+    cd = "" if root == Path.cwd().resolve() else f"cd {args.directory} && "
+    print(f"next: {cd}meshserve validate && meshserve up")
+    return 0
+
+
 def run_up(args: argparse.Namespace) -> int:
     import importlib
 
     from mesh.spec import SpecError
+    from services.common.settings import SettingsError, resolve_spec
+    from services.local.progress import Progress
     from services.local.supervisor import LocalStack, StackError, run_until_signalled
 
     try:
         stack = LocalStack(
-            args.spec,
+            resolve_spec(args.spec).path,
             run_dir=args.run_dir,
             gateway_port=args.gateway_port,
             with_gateway=not args.no_gateway,
             ready_timeout=args.ready_timeout,
         )
-    except SpecError as exc:
+    except (SpecError, SettingsError) as exc:
         print(f"meshserve up: {exc}", file=sys.stderr)
         return 2
     for name in EXTRA_PROCESS_MODULES:
         stack.add_processes(importlib.import_module(name).processes(stack))
+    print(f"meshserve up: {stack.spec_path} -> {stack.run_dir}", file=sys.stderr, flush=True)
+    stack.progress = progress = Progress(len(stack.processes))
     try:
         stack.start()
     except StackError as exc:
+        progress.close()
         print(f"meshserve up: {exc}", file=sys.stderr)
         return 1
-    print(example(stack), flush=True)
-    return run_until_signalled(stack)
+    progress.close()
+    return run_until_signalled(stack, example(stack, args.show_key))
 
 
 def run_status(args: argparse.Namespace) -> int:
     import orjson
 
+    from services.common.settings import resolve_run_dir
     from services.local.status import probe, read_stack, render
 
     try:
-        stack = read_stack(args.run_dir)
+        stack = read_stack(resolve_run_dir(args.run_dir).path)
     except FileNotFoundError as exc:
         print(f"meshserve status: {exc}", file=sys.stderr)
         return 1

@@ -9,9 +9,8 @@ from typing import Any
 import httpx
 import orjson
 
+from services.common.settings import STACK_FILE
 from services.local.devices import describe, running_on, spec_devices
-
-STACK_FILE = "stack.json"
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import httpx
 import orjson
 
 from mesh.spec import MeshSpec, load_spec
+from services.common import settings
 from services.common.lifecycle import SUPERVISOR_PID_ENV
 from services.discovery import DISCOVERY_ENV, ENDPOINTS_FILE, RUN_DIR_ENV, Discovery, Endpoint, from_env
 from services.local.plan import ProcessSpec, plan_processes
@@ -40,9 +41,10 @@ from services.pipeline.traffic import CLIENT, TRAFFIC_ENV
 
 log = logging.getLogger("meshserve.supervisor")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STACK_FILE = "stack.json"
-SPEC_ENV = "MESHSERVE_SPEC"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # on PYTHONPATH for the children (a source checkout)
+STACK_FILE = settings.STACK_FILE
+API_KEYS_FILE = "api-keys.env"  # generated keys, mode 0600: `up` prints `source` of it, not the key
+LOG_TAIL_LINES = 20
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 10.0  # seconds ready before the backoff resets
@@ -52,13 +54,17 @@ class StackError(RuntimeError):
     """The stack could not start; the message names the process and its log."""
 
 
+# What `up` shows while the stack starts: progress(managed, state) with state "starting" or "ready".
+Progress = Callable[["Managed", str], None]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def log_tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -108,12 +114,14 @@ class LocalStack:
         env: dict[str, str] | None = None,
         ready_timeout: float = 60.0,
         grace: float = 10.0,
+        progress: Progress | None = None,
     ) -> None:
         self.spec_path = Path(spec_path).resolve()
         self.spec: MeshSpec = load_spec(self.spec_path)
-        runs_root = REPO_ROOT / "runs"
-        self.run_dir = Path(run_dir) if run_dir else default_run_dir(runs_root)
+        self.project = settings.project_root()  # the children's working directory; runs/ lives here
+        self.run_dir = Path(run_dir).absolute() if run_dir else default_run_dir(self.project / settings.RUNS_DIR)
         self._link_current = run_dir is None
+        self.progress = progress or (lambda managed, state: None)
         self.log_dir = self.run_dir / "logs"
         self.ready_timeout = ready_timeout
         self.grace = grace
@@ -139,9 +147,12 @@ class LocalStack:
         env = {**os.environ, **extra}
         env.setdefault(DISCOVERY_ENV, f"static:{self.run_dir / ENDPOINTS_FILE}")
         env[RUN_DIR_ENV] = str(self.run_dir)
-        env[SPEC_ENV] = str(self.spec_path)
+        env[settings.SPEC_ENV] = str(self.spec_path)
+        env[settings.LOG_FORMAT_ENV] = "json"  # the children log to files: always JSON, whatever the shell says
+        env[settings.EXIT_ON_LOAD_FAILURE_ENV] = "1"  # a model that cannot load stops `up` at once, with its error
         env[TRAFFIC_ENV] = CLIENT  # no Istio locally: the business API splits (services/pipeline/traffic.py)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        if (REPO_ROOT / "pyproject.toml").is_file():  # a source checkout: children import this tree
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env[SUPERVISOR_PID_ENV] = str(os.getpid())  # children follow us out (services/common/lifecycle.py)
         return env
@@ -169,7 +180,16 @@ class LocalStack:
         self.stop()
 
     def start(self) -> LocalStack:
-        """Start everything and wait until every process is ready (StackError names the one that is not)."""
+        """Start everything and wait until every process is ready (StackError names the one that is not).
+
+        Every port is checked first: a port held by another process fails here, naming it and its holder.
+        """
+        from services.local.ports import taken
+
+        problems = taken((m.spec.instance, m.spec.port) for m in self.processes)
+        if problems:
+            hint = "stop that process, or pick another port (`meshserve up --gateway-port N`)"
+            raise StackError("cannot start the local stack:\n  " + "\n  ".join(problems) + f"\n{hint}")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._setup_supervisor_log()
         if self._link_current:
@@ -181,6 +201,7 @@ class LocalStack:
         endpoints_file = self.run_dir / ENDPOINTS_FILE
         if not endpoints_file.exists():
             endpoints_file.write_bytes(b'{"services": {}}')
+        self._write_api_keys()
         try:
             for managed in self.processes:
                 self._spawn(managed)
@@ -193,9 +214,21 @@ class LocalStack:
         log.info("stack ready: %d processes, run dir %s", len(self.processes), self.run_dir)
         return self
 
+    def _write_api_keys(self) -> None:
+        """Generated keys go to a 0600 file the user sources (the terminal shows them only when asked)."""
+        generated = [(var, key) for var, key, new in self.api_keys.values() if new]
+        if not generated:
+            return
+        path = self.run_dir / API_KEYS_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.writelines(f"export {var}={key}\n" for var, key in generated)
+
     def _setup_supervisor_log(self) -> None:
+        import ecs_logging
+
         handler = logging.FileHandler(self.log_dir / "supervisor.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(ecs_logging.StdlibFormatter(extra={"service": {"name": "supervisor"}}))  # files: JSON
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         self._log_handler = handler
@@ -213,12 +246,13 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                cwd=REPO_ROOT,
+                cwd=self.project,
                 start_new_session=True,  # a Ctrl-C reaches the supervisor only; it drains the children
             )
         managed.ready = False
         managed.restart_at = None
         self._write_stack_file()
+        self.progress(managed, "starting")
 
     def _probe(self, managed: Managed) -> bool:
         try:
@@ -231,6 +265,7 @@ class LocalStack:
         managed.ready_since = time.monotonic()
         if managed.spec.discoverable and self.discovery is not None:
             self.discovery.register(managed.endpoint, managed.spec.health_path)
+        self.progress(managed, "ready")
 
     def _wait_all_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -240,15 +275,16 @@ class LocalStack:
                 code = managed.proc.poll() if managed.proc else None
                 if code is not None:
                     raise StackError(
-                        f"{managed.spec.instance} exited with code {code} before it was ready; "
-                        f"log: {managed.log_path}\n{log_tail(managed.log_path)}"
+                        f"{managed.spec.service}: {managed.spec.instance} exited with code {code} before it was "
+                        f"ready. The end of its log, {managed.log_path}:\n{log_tail(managed.log_path)}"
                     )
-                if self._probe(managed):
+                if self._probe(managed) and managed.proc.poll() is None:
                     self._mark_ready(managed)
                     waiting.remove(managed)
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(f"{m.spec.instance} (log: {m.log_path})" for m in waiting)
-                raise StackError(f"not ready within {self.ready_timeout:.0f}s: {names}")
+                tails = "".join(f"\n--- {m.spec.instance}:\n{log_tail(m.log_path, 5)}" for m in waiting)
+                raise StackError(f"not ready within {self.ready_timeout:.0f}s: {names}{tails}")
             if waiting:
                 time.sleep(0.1)
 
@@ -359,11 +395,14 @@ class LocalStack:
         return self.instances(service)[0].spec.url
 
 
-def run_until_signalled(stack: LocalStack) -> int:
-    """`meshserve up`'s main loop: SIGINT/SIGTERM -> drain and stop."""
+def run_until_signalled(stack: LocalStack, banner: str = "") -> int:
+    """`meshserve up`'s main loop: SIGINT/SIGTERM -> drain and stop. The banner is printed once the
+    handlers are in place, so a signal sent by whoever read it always drains."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    if banner:
+        print(banner, flush=True)
     while not done.wait(0.5):
         pass
     print("meshserve up: stopping (draining every process)...", file=sys.stderr, flush=True)

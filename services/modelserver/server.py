@@ -1,5 +1,10 @@
 """Run the model server under uvicorn (uvloop + httptools, no access log) with a graceful drain.
 
+With `exit_on_load_failure` (`serve --exit-on-load-failure`, which the local supervisor asks for), a
+process pinned to models (`--model`) exits 1 when they fail their first load: it has nothing to serve,
+and the exit with the load error in its log is what the supervisor can report at once. Without it the
+server stays up, not ready, and reports the failure in the repository index (hot reload may fix it).
+
 SIGTERM/SIGINT: readiness turns false and new infer requests get 503 + Retry-After at once; queued
 requests are dispatched without waiting for their queue delay; when nothing is in flight (and the
 optional grace period has passed) uvicorn stops and the process exits 0. A second signal forces exit.
@@ -20,18 +25,37 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: InferenceApp, grace: float, limit: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: InferenceApp, grace: float, limit: float, exit_on_load_failure: bool
+    ) -> None:
         super().__init__(config)
+        self.exit_on_load_failure = exit_on_load_failure
         self.app = app
         self.grace = grace
         self.limit = limit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._drain_task: asyncio.Task | None = None
+        self._load_check: asyncio.Task | None = None
+        self.load_failed = False
 
     async def startup(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        if self.started and self.exit_on_load_failure and self.app.state.repository.only:
+            self._load_check = self._loop.create_task(self._exit_unless_loaded())
+
+    async def _exit_unless_loaded(self) -> None:
+        repository = self.app.state.repository
+        while not repository.scanned:  # the first scan runs in the lifespan; start-up only
+            await asyncio.sleep(0.05)
+        for name in repository.only or {}:
+            record = repository.models.get(name)
+            if record is None or not record.serving:
+                why = repository._why(record) if record is not None else ""
+                log.error("--model %s did not load%s: nothing to serve, exiting", name, why, extra={"model": name})
+                self.load_failed = True
+        self.should_exit = self.should_exit or self.load_failed
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Replaces uvicorn's handler, which would stop accepting at once and re-raise the signal
@@ -54,7 +78,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(settings: Settings, host: str, port: int, drain_grace: float = 0.0, drain_limit: float = 30.0) -> int:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    drain_grace: float = 0.0,
+    drain_limit: float = 30.0,
+    exit_on_load_failure: bool = False,
+) -> int:
     app = build_app(settings)
     config = uvicorn.Config(
         app,
@@ -68,7 +99,7 @@ def serve(settings: Settings, host: str, port: int, drain_grace: float = 0.0, dr
         server_header=False,
         timeout_graceful_shutdown=max(drain_limit, 1.0),
     )
-    server = DrainingServer(config, app, drain_grace, drain_limit)
+    server = DrainingServer(config, app, drain_grace, drain_limit, exit_on_load_failure)
     follow_supervisor()
     server.run()
-    return 0 if server.started else 1
+    return 0 if server.started and not server.load_failed else 1

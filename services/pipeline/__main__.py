@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from mesh.spec import DEFAULT_SPEC_PATH, MeshSpec, load_spec
-
-SPEC_ENV = "MESHSERVE_SPEC"
+from mesh.spec import MeshSpec, load_spec
+from services.common.settings import SPEC_HELP, SettingsError, resolve_spec
 
 
 def build(spec_path: Path, spec: MeshSpec, service: str):
@@ -43,12 +41,15 @@ def build(spec_path: Path, spec: MeshSpec, service: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.pipeline", description=__doc__)
     parser.add_argument("--service", required=True, help="a pipeline name or <pipeline>-<stage>")
-    parser.add_argument("--spec", type=Path, default=Path(os.environ.get(SPEC_ENV, DEFAULT_SPEC_PATH)))
+    parser.add_argument("--spec", type=Path, default=None, help=SPEC_HELP)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--drain-grace", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args(argv)
-    spec_path = args.spec.resolve()
+    try:
+        spec_path = resolve_spec(args.spec).path
+    except SettingsError as exc:
+        parser.error(str(exc))
     app = build(spec_path, load_spec(spec_path), args.service)
 
     from services.common.lifecycle import follow_supervisor

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.report import read_history
 from mesh.canary import apply_to_file, set_weights
 from services.local.supervisor import LocalStack
 from tests.observability.livestack import REPO, copy_spec, observed_stack
@@ -41,6 +42,17 @@ def run_locust(stack: LocalStack, out: Path, *args: str, env: dict[str, str] | N
     return done.returncode, verdicts, done.stdout + done.stderr
 
 
+def test_request_bodies_are_built_before_the_run_starts() -> None:
+    """Locust imports the locustfile before its clock starts; the users' first on_start must find them ready."""
+    code = "import loadtests.locustfile, loadtests.payloads as p; print(p.digit_images.cache_info().currsize)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "LOADTEST_SUITE": "classify"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+
+
 def _failed(verdicts: dict) -> list[str]:
     return [v["check"] for v in verdicts["verdicts"] if not v["passed"]]
 
@@ -58,6 +70,11 @@ def test_met_slo_passes_with_the_configured_split_and_writes_reports(stack: Loca
     assert "SLO gate: PASS" in output
     for report in ("locust_stats.csv", "locust_stats_history.csv", "report.html", "latency.png"):
         assert (tmp_path / report).stat().st_size > 0, report
+    assert "will be ignored" not in output and "no impact on LoadShapes" not in output  # all options used
+    assert max(u for u in read_history(tmp_path / "locust_stats_history.csv")["users"] if u) == 4  # --users: peak
+    assert '<section id="slo-gate">' in (tmp_path / "report.html").read_text()
+    throughput = next(v for v in verdicts["verdicts"] if v["check"] == "throughput")
+    assert "offered" in throughput["observed"]  # 4 users x 10 req/s: judged against what was offered
 
 
 def test_impossible_slo_fails_the_run(stack: LocalStack, tmp_path: Path) -> None:

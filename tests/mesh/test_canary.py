@@ -80,10 +80,7 @@ def test_a_model_without_traffic_gets_a_weights_block() -> None:
 
 @pytest.mark.parametrize(
     ("assignment", "message"),
-    [
-        ({2: 150}, "less than or equal to 100"),
-        ({1: 50, 2: 60}, "weights (v1=50, v2=60) sum to 110; they must sum to 100"),
-    ],
+    [({1: 50, 2: 60}, "weights (v1=50, v2=60) sum to 110; they must sum to 100")],
 )
 def test_invalid_weights_are_rejected_with_the_spec_message_and_nothing_written(
     spec_copy: Path, assignment: dict[int, int], message: str
@@ -94,6 +91,28 @@ def test_invalid_weights_are_rejected_with_the_spec_message_and_nothing_written(
     assert message in str(err.value)
     assert "models.digits.traffic.weights" in str(err.value)
     assert spec_copy.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [({2: 150}, "v2=150: a weight is a percentage from 0 to 100"), ({2: -5}, "v2=-5: a weight is a percentage")],
+)
+def test_an_out_of_range_weight_is_named_as_typed_not_as_the_derived_one(
+    spec_copy: Path, assignment: dict[int, int], message: str
+) -> None:
+    """`set digits v2=150` used to complain about v1's derived -50."""
+    before = spec_copy.read_text()
+    with pytest.raises(canary.CanaryError) as err:
+        canary.apply_to_file(spec_copy, lambda d: canary.set_weights(d, "digits", assignment))
+    assert message in str(err.value) and "v1" not in str(err.value)
+    assert spec_copy.read_text() == before
+
+
+def test_named_weights_over_100_with_a_version_left_to_absorb_the_rest() -> None:
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    doc["models"]["digits"]["versions"][3] = {"replicas": 1}
+    with pytest.raises(canary.CanaryError, match="v2=60 v3=60: the weights you named add up to 120"):
+        canary.set_weights(doc, "digits", {2: 60, 3: 60})
 
 
 def test_weight_to_a_version_without_replicas_is_rejected(spec_copy: Path) -> None:
@@ -115,7 +134,7 @@ def test_parse_assignment(text: str, expected: tuple[int, int]) -> None:
     assert canary.parse_assignment(text) == expected
 
 
-@pytest.mark.parametrize("text", ["v2", "x=10", "v2=ten", "v0=5"])
+@pytest.mark.parametrize("text", ["v2", "x=10", "v2=ten", "v0=5", "v2=101", "v2=-1"])
 def test_parse_assignment_rejects(text: str) -> None:
     with pytest.raises(canary.CanaryError):
         canary.parse_assignment(text)
@@ -128,9 +147,36 @@ def test_cli(spec_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "+      weights: {1: 70, 2: 30}" in capsys.readouterr().out
     assert main(["canary", "--spec", str(spec_copy), "set", "digits", "v2=130"]) == 2
     err = capsys.readouterr().err
-    assert "meshserve canary set:" in err
-    assert "less than or equal to 100" in err
+    assert "meshserve canary set: 'v2=130': 130 is not a weight: a weight is a percentage from 0 to 100" in err
+    assert "v1" not in err
     assert main(["canary", "--spec", str(spec_copy), "rollback", "digits"]) == 0
     assert "+      weights: {1: 100, 2: 0}" in capsys.readouterr().out
     assert main(["canary", "--spec", str(spec_copy), "rollback", "digits"]) == 0
     assert "no change" in capsys.readouterr().out
+
+
+def test_spec_option_after_the_op_and_the_project_from_the_working_directory(
+    spec_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`canary set --spec X` works as `canary --spec X set` does; without either, the project found from the
+    working directory is edited (the file the stack started there watches), never the installed package's."""
+    from services.cli import main
+
+    assert main(["canary", "set", "--spec", str(spec_copy), "digits", "v2=20"]) == 0
+    assert "+      weights: {1: 80, 2: 20}" in capsys.readouterr().out
+    packaged = DEFAULT_SPEC_PATH.read_text()
+    monkeypatch.delenv("MESHSERVE_SPEC", raising=False)
+    inside = spec_copy.parent.parent / "notes"
+    inside.mkdir()
+    monkeypatch.chdir(inside)  # a folder inside the project
+    assert main(["canary", "set", "digits", "v2=40"]) == 0
+    assert "{1: 60, 2: 40}" in spec_copy.read_text()
+    assert DEFAULT_SPEC_PATH.read_text() == packaged
+    assert "note:" not in capsys.readouterr().err
+    current = spec_copy.parent.parent / "runs" / "current"  # a stack started here from another spec
+    current.mkdir(parents=True)
+    (current / "stack.json").write_text('{"spec": "/elsewhere/mesh.yaml", "processes": []}')
+    assert main(["canary", "set", "digits", "v2=30"]) == 0
+    assert f"note: the local stack in runs/current watches /elsewhere/mesh.yaml, not {spec_copy}" in (
+        capsys.readouterr().err
+    )

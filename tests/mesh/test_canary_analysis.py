@@ -190,6 +190,19 @@ def _advance_given(spec: Path, figures: Figures, logged: list[str], measured: li
     )  # fmt: skip
 
 
+def test_a_hold_is_never_silent(tmp_path: Path) -> None:
+    """`canary advance` said nothing for the whole settle + window of a step."""
+    spec, logged, measured, slept = copy_spec(tmp_path), [], [], []
+    advance(
+        spec, "digits", 2, [50], hold_s=30, scrape_interval_s=15, prometheus="http://127.0.0.1:9",
+        measure=_given(HEALTHY, measured), sleep=slept.append, log=logged.append,
+    )  # fmt: skip
+    assert sum(slept) == 90 and max(slept) <= 10, "settle 30s + window 60s, in pieces"
+    waiting = [line for line in logged if line.strip().startswith("...")]
+    assert len(waiting) == 8 and "settling: 10s of 90s, judging in 80s" in waiting[0]
+    assert "collecting the window: 80s of 90s, judging in 10s" in waiting[-1]
+
+
 def test_apply_runs_after_every_edit_and_the_cluster_sees_each_step(tmp_path: Path) -> None:
     spec, record, logged, measured = copy_spec(tmp_path), tmp_path / "applied.jsonl", [], []
     report = _advance_given(spec, HEALTHY, logged, measured, apply=_recorder(record))
