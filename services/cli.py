@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mesh.render",  # render, validate
     "mesh.canary",  # canary set | promote | rollback | advance
     "observability.commands",  # rules
+    "lifecycle.commands",  # model publish | optimize | release | list | show
 )
 
 

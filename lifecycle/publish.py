@@ -1,0 +1,217 @@
+"""Publish: validate a candidate ONNX file against the model's config signature, evaluate it and its
+baseline on the model's evaluation data, measure both, judge the gates, and write the next version
+(`<model>/<N+1>/model.onnx` + `metadata.yaml`) atomically, to a local repository or an S3 prefix.
+
+A candidate that fails a gate is refused (PublishRefused, naming every failed gate) and nothing is
+written; `force` records the failure in the metadata and writes anyway (for tests and deliberate drills).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import math
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from lifecycle import evaluate
+from lifecycle.contract import CONTRACT_FILE, Contract, parse_contract
+from lifecycle.gates import Figures, GateResult, judge
+from lifecycle.store import METADATA_FILE, MODEL_FILE, Store, VersionExists
+from services.modelserver.config import CONFIG_FILE, ModelConfig
+
+PUBLISHED_BY_ENV = "MESHSERVE_PUBLISHED_BY"
+MEASUREMENT_NOTE = "one onnxruntime thread, CPU provider, short runs (~0.4 s per batch size); shared machines are noisy"
+
+
+class PublishRefused(RuntimeError):
+    """The candidate failed a check or a gate: nothing was written."""
+
+    def __init__(self, message: str, gates: list[GateResult] | None = None) -> None:
+        super().__init__(message)
+        self.gates = gates or []
+
+
+@dataclass
+class Model:
+    """What the repository says about one model: its config, contract and evaluation data."""
+
+    name: str
+    config: ModelConfig
+    contract: Contract
+    data: evaluate.EvalData
+
+
+@dataclass
+class Outcome:
+    model: str
+    version: int | None  # None when refused
+    location: str | None
+    gates: list[GateResult]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+def load_model(store: Store, name: str) -> Model:
+    """config.yaml (validated like the server does) + evaluation.yaml + the evaluation data."""
+    try:
+        raw = yaml.safe_load(store.read(f"{name}/{CONFIG_FILE}"))
+    except FileNotFoundError:
+        raise ValueError(f"no model {name!r} in {store.uri} ({name}/{CONFIG_FILE} is missing)") from None
+    try:
+        config = ModelConfig.model_validate({"name": name, **(raw or {})})
+    except ValidationError as exc:
+        raise ValueError(f"{store.uri}/{name}/{CONFIG_FILE}: {exc.errors()[0]['msg']}") from None
+    try:
+        contract_text = store.read(f"{name}/{CONTRACT_FILE}").decode()
+    except FileNotFoundError:
+        raise ValueError(
+            f"{store.uri}/{name}/{CONTRACT_FILE} is missing: a model declares how it is evaluated before "
+            "versions can be published (see lifecycle/README.md)"
+        ) from None
+    contract = parse_contract(contract_text, f"{store.uri}/{name}/{CONTRACT_FILE}")
+    return Model(name, config, contract, evaluate.load_data(contract, config, store.read, name))
+
+
+def published_by() -> str:
+    """Who or what published: MESHSERVE_PUBLISHED_BY, else the CI's actor, else user@host."""
+    if os.environ.get(PUBLISHED_BY_ENV):
+        return os.environ[PUBLISHED_BY_ENV]
+    if os.environ.get("GITHUB_ACTOR"):
+        return f"github-actions ({os.environ['GITHUB_ACTOR']}, run {os.environ.get('GITHUB_RUN_ID', '?')})"
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _metadata_of(store: Store, model: str, version: int) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(store.read(f"{model}/{version}/{METADATA_FILE}")) or {}
+    except FileNotFoundError:
+        return {}
+
+
+def publish(
+    store: Store,
+    name: str,
+    candidate: bytes,
+    *,
+    stable: int | None = None,
+    parent: int | None = None,
+    produced_by: dict[str, Any] | None = None,
+    note: str = "",
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> Outcome:
+    """Judge `candidate` and, if it passes (or `force`), write it as the next version of `name`."""
+    model = load_model(store, name)
+    versions = store.versions(name)
+    if stable is None and versions:
+        stable = versions[-1]
+    for label, version in (("stable", stable), ("source", parent)):
+        if version is not None and version not in versions:
+            raise ValueError(f"{label} version {version} of {name!r} is not in {store.uri} (versions: {versions})")
+    baseline = parent if parent is not None else stable
+    with contextlib.ExitStack() as closing:
+        try:
+            runtime = evaluate.load_runtime(candidate, model.config, f"{name}:candidate")
+        except ValueError as exc:
+            raise PublishRefused(f"signature check failed: {exc}") from None
+        closing.callback(runtime.close)
+        runtimes = {"candidate": runtime}
+        for version in {v for v in (stable, baseline) if v is not None}:
+            other = evaluate.load_runtime(
+                store.read(f"{name}/{version}/{MODEL_FILE}"), model.config, f"{name}:{version}"
+            )
+            closing.callback(other.close)
+            runtimes[f"v{version}"] = other
+        top1 = evaluate.predict(runtime, model.contract, model.data)
+        stable_top1 = (
+            evaluate.predict(runtimes[f"v{stable}"], model.contract, model.data) if stable is not None else None
+        )
+        sizes = evaluate.batch_sizes(model.contract, model.config)
+        measured = {"candidate": runtime} | ({f"v{baseline}": runtimes[f"v{baseline}"]} if baseline is not None else {})
+        log(f"measuring {' and '.join(measured)} in turns at batch sizes {sizes} (one thread)")
+        figures_by = evaluate.measure(measured, model.data, sizes)
+    perf = figures_by["candidate"]
+    baseline_perf = figures_by.get(f"v{baseline}")
+    stable_value = math.nan
+
+    agree = evaluate.agreement(top1, stable_top1) if stable_top1 is not None else math.nan
+    if model.contract.metric == "accuracy":
+        value = evaluate.accuracy(top1, model.data.labels)
+        if stable_top1 is not None:
+            stable_value = evaluate.accuracy(stable_top1, model.data.labels)
+    else:
+        value, stable_value = agree, (1.0 if stable_top1 is not None else math.nan)
+    figures = Figures(
+        model.contract.metric,
+        value,
+        stable_value,
+        agree,
+        perf["latency_b1_ms"],
+        baseline_perf["latency_b1_ms"] if baseline_perf else math.nan,
+    )
+    gates = [GateResult("signature", "config.yaml's inputs and outputs", "matches", True)]
+    gates += judge(figures, model.contract.gates)
+    for gate in gates:
+        log(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.observed} (bound {gate.bound})")
+    failed = [g for g in gates if not g.passed]
+    if failed and not force:
+        names = ", ".join(f"{g.name} ({g.observed}, bound {g.bound})" for g in failed)
+        raise PublishRefused(f"{name}: refused, failed gate(s): {names}; nothing written", gates)
+
+    digest = hashlib.sha256(candidate).hexdigest()
+    metadata: dict[str, Any] = {
+        "model": name,
+        "version": None,  # filled below, once the number is known
+        "sha256": digest,
+        "size_bytes": len(candidate),
+        "parent": parent,
+        "produced_by": {"how": "publish", **(produced_by or {})} | ({"note": note} if note else {}),
+        "published": {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": published_by()},
+        "evaluation": {
+            "metric": model.contract.metric,
+            "value": _round(value),
+            "rows": model.data.count,
+            "data": model.data.source,
+            "stable_version": stable,
+            "stable_value": _round(stable_value),
+            "agreement_with_stable": _round(agree),
+            "gates": [asdict(g) for g in gates],
+            "passed": not failed,
+            "overridden": bool(failed),
+        },
+        "performance": {
+            "note": MEASUREMENT_NOTE,
+            "candidate": perf,
+            "baseline_version": baseline,
+            "baseline": baseline_perf,
+        },
+    }
+    for attempt in range(3):  # someone else may take the number between our look and our write
+        version = max([*store.versions(name), 0]) + 1
+        metadata["version"] = version
+        body = yaml.safe_dump(metadata, sort_keys=False).encode()
+        try:
+            location = store.write_version(name, version, {MODEL_FILE: candidate, METADATA_FILE: body})
+        except VersionExists:
+            if attempt == 2:
+                raise
+            continue
+        log(f"published {name} v{version} -> {location}" + (" (gates OVERRIDDEN)" if failed else ""))
+        return Outcome(name, version, location, gates, metadata)
+    raise AssertionError("unreachable")
+
+
+def _round(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)
