@@ -118,6 +118,8 @@ def release(
 
 def render_markdown(r: ReleaseReport) -> str:
     p = r.published
+    produced = (p.get("produced_by") or "-") + (f" ({p['note']})" if p.get("note") else "")
+    parent = f"v{p['parent']}" if p.get("parent") else "-"
     lines = [
         f"# Release: {r.model} v{r.version}",
         "",
@@ -125,7 +127,7 @@ def render_markdown(r: ReleaseReport) -> str:
         "",
         "## Published",
         "",
-        f"Produced by: {p.get('produced_by') or '-'}; parent: {('v' + str(p['parent'])) if p.get('parent') else '-'}; "
+        f"Produced by: {produced}; parent: {parent}; "
         f"published {p.get('published_at') or '-'} by {p.get('published_by') or '-'}.",
         "",
     ]
