@@ -29,7 +29,9 @@ from lifecycle.store import METADATA_FILE, MODEL_FILE, Store, VersionExists
 from services.modelserver.config import CONFIG_FILE, ModelConfig
 
 PUBLISHED_BY_ENV = "MESHSERVE_PUBLISHED_BY"
-MEASUREMENT_NOTE = "one onnxruntime thread, CPU provider, short runs (~0.4 s per batch size); shared machines are noisy"
+MEASUREMENT_NOTE = (
+    "one onnxruntime thread, CPU provider, candidate and baseline in turns, short runs; shared machines are noisy"
+)
 
 
 class PublishRefused(RuntimeError):
@@ -111,6 +113,7 @@ def publish(
     note: str = "",
     force: bool = False,
     log: Callable[[str], None] = print,
+    measure_budget_s: float = 0.4,
 ) -> Outcome:
     """Judge `candidate` and, if it passes (or `force`), write it as the next version of `name`."""
     model = load_model(store, name)
@@ -134,19 +137,22 @@ def publish(
             )
             closing.callback(other.close)
             runtimes[f"v{version}"] = other
-        top1 = evaluate.predict(runtime, model.contract, model.data)
-        stable_top1 = (
+        scores = evaluate.predict(runtime, model.contract, model.data)
+        stable_scores = (
             evaluate.predict(runtimes[f"v{stable}"], model.contract, model.data) if stable is not None else None
         )
         sizes = evaluate.batch_sizes(model.contract, model.config)
         measured = {"candidate": runtime} | ({f"v{baseline}": runtimes[f"v{baseline}"]} if baseline is not None else {})
         log(f"measuring {' and '.join(measured)} in turns at batch sizes {sizes} (one thread)")
-        figures_by = evaluate.measure(measured, model.data, sizes)
+        figures_by = evaluate.measure(measured, model.data, sizes, measure_budget_s)
     perf = figures_by["candidate"]
     baseline_perf = figures_by.get(f"v{baseline}")
     stable_value = math.nan
 
+    top1 = evaluate.top1(scores)
+    stable_top1 = evaluate.top1(stable_scores) if stable_scores is not None else None
     agree = evaluate.agreement(top1, stable_top1) if stable_top1 is not None else math.nan
+    correlation = evaluate.score_correlation(scores, stable_scores) if stable_scores is not None else math.nan
     if model.contract.metric == "accuracy":
         value = evaluate.accuracy(top1, model.data.labels)
         if stable_top1 is not None:
@@ -187,6 +193,8 @@ def publish(
             "stable_version": stable,
             "stable_value": _round(stable_value),
             "agreement_with_stable": _round(agree),
+            "output_correlation_with_stable": _round(correlation),
+            "stable_distinct_answers": None if stable_top1 is None else len(set(stable_top1.tolist())),
             "gates": [asdict(g) for g in gates],
             "passed": not failed,
             "overridden": bool(failed),
