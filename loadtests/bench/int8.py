@@ -114,7 +114,8 @@ def render(data: dict) -> str:
         "# FP32 against INT8 (`python -m loadtests.bench.int8`)",
         "",
         f"Run {m['date_utc']} UTC on {m['cpu_model']}, {m['cores']} cores (pinned to core {data['core']}), "
-        f"onnxruntime {m['onnxruntime']}, commit {m['commit']}. Load average at start {m['load_average_1_5_15']}.",
+        f"onnxruntime {m['onnxruntime']}, commit {m['commit']}. Load average (1/5/15 min) at start {m['load_average_1_5_15']}, "
+        f"at end {data.get('load_average_at_end')}.",
         f"CPU flags for INT8: {flags} (VNNI: {'yes' if data['vnni'] else 'no'}).",
         "",
         f"One onnxruntime thread, CPU provider; FP32 and INT8 measured in turns ({data['budget_s_per_batch_size']} s "
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "budget_s_per_batch_size": args.budget,
         "models": [run_model(name, args.budget) for name in args.models.split(",")],
     }
+    data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "int8.json").write_text(json.dumps(data, indent=2) + "\n")
     (args.out / "int8.md").write_text(render(data))
