@@ -114,7 +114,8 @@ def render(data: dict) -> str:
         "# FP32 against INT8 (`python -m loadtests.bench.int8`)",
         "",
         f"Run {m['date_utc']} UTC on {m['cpu_model']}, {m['cores']} cores (pinned to core {data['core']}), "
-        f"onnxruntime {m['onnxruntime']}, commit {m['commit']}. Load average (1/5/15 min) at start {m['load_average_1_5_15']}, "
+        f"onnxruntime {m['onnxruntime']}, commit {m['commit']}. "
+        f"Load average (1/5/15 min) at start {m['load_average_1_5_15']}, "
         f"at end {data.get('load_average_at_end')}.",
         f"CPU flags for INT8: {flags} (VNNI: {'yes' if data['vnni'] else 'no'}).",
         "",
