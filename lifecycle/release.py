@@ -76,6 +76,21 @@ def ensure_in_spec(spec_path: Path, model: str, version: int, apply: str | None,
     return True
 
 
+def check_no_other_canary(spec_path: Path, model: str, version: int) -> None:
+    """One canary at a time: the analysis compares one canary with the stable version."""
+    from mesh.spec import read_yaml
+
+    doc = read_yaml(spec_path)
+    stable = canary.stable_version(doc, model)
+    others = {v: w for v, w in canary.current_weights(doc, model).items() if w > 0 and v not in (stable, version)}
+    if others:
+        busy = ", ".join(f"v{v} carries {w}%" for v, w in sorted(others.items()))
+        raise ValueError(
+            f"{model}: {busy} besides the stable v{stable}; one canary at a time: "
+            f"`meshserve canary promote` or `rollback` it first"
+        )
+
+
 def release(
     store: Store,
     spec_path: Path,
@@ -98,6 +113,7 @@ def release(
     published = registry.summary(meta) | {"gates": (meta.get("evaluation") or {}).get("gates", [])}
     if published["gates_overridden"]:
         log(f"warning: {model} v{version} was published with failed gates (overridden); the canary judges it now")
+    check_no_other_canary(spec_path, model, version)
     ensure_in_spec(spec_path, model, version, apply, log)
     report = canary_analysis.advance(
         spec_path,
