@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,7 @@ def load_runtime(model_bytes: bytes, config: ModelConfig, label: str) -> Runtime
         raise ValueError(f"{label}: onnxruntime cannot load it: {type(exc).__name__}: {exc}") from None
 
 
-def load_data(contract: Contract, config: ModelConfig, read: callable, model: str) -> EvalData:
+def load_data(contract: Contract, config: ModelConfig, read: Callable[[str], bytes], model: str) -> EvalData:
     """The contract's data set: .npy files read from the repository, or seeded inputs from the signature."""
     data = contract.data
     if data.generate is not None:

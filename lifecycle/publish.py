@@ -131,7 +131,7 @@ def publish(
             raise PublishRefused(f"signature check failed: {exc}") from None
         closing.callback(runtime.close)
         runtimes = {"candidate": runtime}
-        for version in {v for v in (stable, baseline) if v is not None}:
+        for version in sorted({v for v in (stable, baseline) if v is not None}):
             other = evaluate.load_runtime(
                 store.read(f"{name}/{version}/{MODEL_FILE}"), model.config, f"{name}:{version}"
             )
@@ -142,9 +142,9 @@ def publish(
             evaluate.predict(runtimes[f"v{stable}"], model.contract, model.data) if stable is not None else None
         )
         sizes = evaluate.batch_sizes(model.contract, model.config)
-        measured = {"candidate": runtime} | ({f"v{baseline}": runtimes[f"v{baseline}"]} if baseline is not None else {})
-        log(f"measuring {' and '.join(measured)} in turns at batch sizes {sizes} (one thread)")
-        figures_by = evaluate.measure(measured, model.data, sizes, measure_budget_s)
+        # The candidate beside the stable version and, if another, its baseline (the source version).
+        log(f"measuring {' and '.join(runtimes)} in turns at batch sizes {sizes} (one thread)")
+        figures_by = evaluate.measure(runtimes, model.data, sizes, measure_budget_s)
     perf = figures_by["candidate"]
     baseline_perf = figures_by.get(f"v{baseline}")
     stable_value = math.nan
@@ -204,6 +204,8 @@ def publish(
             "candidate": perf,
             "baseline_version": baseline,
             "baseline": baseline_perf,
+            "stable_version": stable,
+            "stable": figures_by.get(f"v{stable}"),
         },
     }
     for attempt in range(3):  # someone else may take the number between our look and our write

@@ -61,7 +61,7 @@ def test_a_retrained_digits_passes_and_becomes_the_next_version(
         "signature", "accuracy floor", "drop against stable", "top-1 agreement with stable", "batch-1 latency",
     ]  # fmt: skip
     perf = meta["performance"]
-    assert perf["baseline_version"] == 1 and perf["candidate"]["threads"] == 1
+    assert perf["baseline_version"] == 1 and perf["stable_version"] == 1 and perf["candidate"]["threads"] == 1
     assert set(perf["candidate"]["batches"]) == {"1", "16", "32", "64"}  # 1, preferred sizes, max_batch_size
     assert perf["candidate"]["latency_b1_ms"] > 0 and perf["baseline"]["latency_b1_ms"] > 0
     assert meta["published"]["by"] and meta["published"]["at"]

@@ -78,6 +78,7 @@ def test_the_publishes_recorded_lineage_figures_and_gates(published: tuple[Path,
     assert meta[3]["parent"] is None and meta[3]["evaluation"]["passed"] is True
     assert meta[4]["parent"] == 3 and meta[4]["produced_by"]["how"] == "optimize: int8 static"
     assert meta[4]["evaluation"]["passed"] is True and meta[4]["performance"]["baseline_version"] == 3
+    assert meta[4]["performance"]["stable_version"] == 1 and meta[4]["performance"]["stable"]["latency_b1_ms"] > 0
     assert meta[4]["performance"]["candidate"]["latency_b1_ms"] > 0
     assert meta[5]["evaluation"]["overridden"] is True
     assert not (repo / "digits" / "6").exists()
