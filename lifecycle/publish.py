@@ -209,7 +209,7 @@ def publish(
         },
     }
     for attempt in range(3):  # someone else may take the number between our look and our write
-        version = max([*store.versions(name), 0]) + 1
+        version = store.next_version(name)
         metadata["version"] = version
         body = yaml.safe_dump(metadata, sort_keys=False).encode()
         try:

@@ -11,7 +11,9 @@ Writing a version is atomic for readers:
   both write version N. A publisher killed before the rename leaves only that hidden folder, which the
   next publish of the model removes once its process is gone.
 - on S3, objects appear one by one, so the version's marker, `model.onnx` (what servers look for), is
-  written last, with `If-None-Match: *` so an existing version is never overwritten.
+  written last; every object is written with `If-None-Match: *`, so an existing version is never
+  overwritten and two racing writers never mix their files. A folder abandoned half-way (no
+  `model.onnx`) is no version to a server and its number is skipped, never reused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.yaml"
@@ -63,6 +65,10 @@ class Store(Protocol):
         """Versions that hold a model file, ascending."""
         ...
 
+    def next_version(self, model: str) -> int:
+        """One above every numbered folder, finished or not (an abandoned S3 upload is skipped, not reused)."""
+        ...
+
     def write_version(self, model: str, version: int, files: Mapping[str, bytes]) -> str:
         """Write `<model>/<version>/` atomically (VersionExists if it is there); returns its location."""
         ...
@@ -82,6 +88,13 @@ class LocalStore:
         except OSError:
             return []
         return sorted(int(e.name) for e in entries if is_version(e.name) and (e / MODEL_FILE).is_file())
+
+    def next_version(self, model: str) -> int:
+        try:
+            names = [e.name for e in (self.root / model).iterdir()]
+        except OSError:
+            names = []
+        return max([int(n) for n in names if is_version(n)], default=0) + 1
 
     def write_version(self, model: str, version: int, files: Mapping[str, bytes]) -> str:
         model_dir = self.root / model
@@ -174,17 +187,35 @@ class S3Store:
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def read(self, path: str) -> bytes:
+    def _call(self, what: str, operation: Callable[[], Any]) -> Any:
+        """Run one S3 call; unreachable endpoints, missing buckets, denied access -> OSError naming the URI."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            raise FileNotFoundError(f"{self.uri}/{path}") from None
+            return operation()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{self.uri}/{what}") from None
+            if code == "PreconditionFailed":
+                raise VersionExists(f"{self.uri}/{what} was written by someone else meanwhile") from None
+            raise OSError(
+                f"S3 {self.uri}/{what}: {code}: {exc.response.get('Error', {}).get('Message', exc)}"
+            ) from None
+        except BotoCoreError as exc:
+            raise OSError(f"S3 {self.uri}/{what}: {exc}") from None
+
+    def read(self, path: str) -> bytes:
+        return self._call(path, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read())
 
     def _list(self, prefix: str, delimiter: str = "") -> tuple[list[str], list[str]]:
         keys, prefixes = [], []
         paginator = self.client.get_paginator("list_objects_v2")
         extra = {"Delimiter": delimiter} if delimiter else {}
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix), **extra):
+        pages = self._call(
+            prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix), **extra))
+        )
+        for page in pages:
             keys += [obj["Key"] for obj in page.get("Contents", [])]
             prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
         return keys, prefixes
@@ -199,21 +230,22 @@ class S3Store:
                 found.add(int(parts[0]))
         return sorted(found)
 
+    def next_version(self, model: str) -> int:
+        keys, _ = self._list(f"{model}/")
+        base = self._key(f"{model}/")
+        folders = [key.removeprefix(base).split("/")[0] for key in keys if "/" in key.removeprefix(base)]
+        return max([int(f) for f in folders if is_version(f)], default=0) + 1
+
     def write_version(self, model: str, version: int, files: Mapping[str, bytes]) -> str:
         folder = f"{model}/{version}/"
         existing, _ = self._list(folder)
         if existing:
             raise VersionExists(f"{self.uri}/{folder} already holds {len(existing)} object(s)")
         for name in sorted(files, key=lambda n: n == MODEL_FILE):
-            put = {"Bucket": self.bucket, "Key": self._key(folder + name), "Body": files[name]}
-            if name == MODEL_FILE:
-                put["IfNoneMatch"] = "*"
-            try:
-                self.client.put_object(**put)
-            except self.client.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
-                    raise VersionExists(f"{self.uri}/{folder}{name} was written by someone else meanwhile") from None
-                raise
+            # If-None-Match on every object: the first to create one owns the version, so a writer that
+            # raced past the listing above stops at its first object and never mixes its files with ours.
+            put = {"Bucket": self.bucket, "Key": self._key(folder + name), "Body": files[name], "IfNoneMatch": "*"}
+            self._call(folder + name, lambda put=put: self.client.put_object(**put))
         return f"{self.uri}/{folder}"
 
 

@@ -106,3 +106,30 @@ def test_publish_to_s3_writes_the_layout_the_cluster_syncs(
     assert main(["model", "list", "digits", "--spec", str(spec), "--repository", uri, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["models"]["digits"]
     assert [(r["version"], r["state"]) for r in rows] == [(1, "stable"), (2, "canary"), (3, "published")]
+
+
+def test_s3_errors_are_named_and_a_written_version_is_never_overwritten(
+    s3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lifecycle.store import S3Store, VersionExists
+
+    spec = make_spec(tmp_path, make_repository(tmp_path))
+    argv = ["model", "publish", "--spec", str(spec), "--repository", "s3://no-such-bucket/x", "digits", str(RETRAINED)]
+    assert main(argv) == 2
+    assert "S3 s3://no-such-bucket/x/digits/config.yaml: NoSuchBucket" in capsys.readouterr().err
+
+    store = S3Store(f"s3://{BUCKET}/{PREFIX}")
+    store.write_version("digits", 9, {"model.onnx": b"first", "metadata.yaml": b"a: 1\n"})
+    with pytest.raises(VersionExists):
+        store.write_version("digits", 9, {"model.onnx": b"second", "metadata.yaml": b"a: 2\n"})
+    # A writer that passed the listing check at the same moment is stopped by If-None-Match at its first object.
+    racing = S3Store(f"s3://{BUCKET}/{PREFIX}")
+    racing._list = lambda prefix, delimiter="": ([], [])  # it saw an empty folder
+    with pytest.raises(VersionExists):
+        racing.write_version("digits", 9, {"model.onnx": b"second", "metadata.yaml": b"a: 2\n"})
+    assert s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/digits/9/model.onnx")["Body"].read() == b"first"
+    assert s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/digits/9/metadata.yaml")["Body"].read() == b"a: 1\n"
+
+    # An upload abandoned before its model file is no version, and its number is not reused.
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/digits/10/metadata.yaml", Body=b"a: 3\n")
+    assert store.versions("digits")[-1] == 9 and store.next_version("digits") == 11
