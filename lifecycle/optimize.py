@@ -38,8 +38,8 @@ def choose(model_bytes: bytes, contract: Contract) -> Plan:
     if ops.get("Conv", 0) > 0:
         return Plan(
             "static",
-            f"static QDQ: a convolutional graph ({counts}); activation ranges are calibrated once on the evaluation "
-            "data, weights per channel",
+            f"static QDQ (uint8 activations, int8 weights): a convolutional graph ({counts}); activation ranges are "
+            "calibrated once on the evaluation data, weights per channel",
         )
     return Plan(
         "dynamic",
@@ -62,7 +62,12 @@ class _Calibration:
 
 
 def quantize(model_bytes: bytes, plan: Plan, data: EvalData, calibration_count: int) -> bytes:
-    """INT8 model bytes (QInt8 activations and weights, QDQ format for static)."""
+    """INT8 model bytes: uint8 activations and int8 weights ("U8S8"), QDQ format for static.
+
+    U8S8 is x86's fast integer path (the u8 x s8 dot products of AVX2/AVX-512 VNNI): on this project's
+    AMD EPYC (VNNI) the half-width ResNet ran at 1.0x FP32's speed with int8 activations (S8S8) and at
+    ~2.6x with U8S8, both QDQ, one thread.
+    """
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -82,11 +87,10 @@ def quantize(model_bytes: bytes, plan: Plan, data: EvalData, calibration_count: 
                 str(out),
                 _Calibration(data, calibration_count),
                 quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": True},
             )
         else:
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)

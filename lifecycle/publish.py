@@ -164,8 +164,8 @@ def publish(
         value,
         stable_value,
         agree,
-        perf["latency_b1_ms"],
-        baseline_perf["latency_b1_ms"] if baseline_perf else math.nan,
+        perf["cpu_b1_ms"],
+        baseline_perf["cpu_b1_ms"] if baseline_perf else math.nan,
     )
     gates = [GateResult("signature", "config.yaml's inputs and outputs", "matches", True)]
     gates += judge(figures, model.contract.gates)
