@@ -141,12 +141,13 @@ def render(data: dict) -> str:
         "",
         "Output correlation: Pearson correlation of INT8 and FP32 outputs after removing FP32's per-class mean over "
         "the evaluation data (lifecycle/evaluate.py `score_correlation`); it shows whether the input-dependent part "
-        "of the answer survived. It matters for resnet: with random weights its FP32 top-1 answer takes only "
+        "of the answer survived. FP32's top-1 answers take "
         + ", ".join(
             f"{r['int8']['fp32_distinct_answers']} distinct classes over {r['evaluation_rows']} inputs ({r['model']})"
             for r in data["models"]
         )
-        + ", so top-1 agreement alone is weak evidence there.",
+        + ": with random weights resnet's answer barely depends on its input, so top-1 agreement alone is weak "
+        "evidence there.",
     ]
     lines += ["", "Why each method: " + " ".join(f"{r['model']}: {r['why']}." for r in data["models"]), ""]
     return "\n".join(lines)
