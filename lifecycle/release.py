@@ -59,9 +59,7 @@ def ensure_in_spec(spec_path: Path, model: str, version: int, apply: str | None,
     """Add the version to the spec if missing; True if it was added."""
     from mesh.spec import read_yaml
 
-    doc = read_yaml(spec_path)
-    canary.current_weights(doc, model)  # CanaryError for an unknown model
-    if version in canary._versions(canary._model(doc, model)):
+    if version in canary.current_weights(read_yaml(spec_path), model):  # every listed version; CanaryError if unknown
         return False
     diff = canary.apply_to_file(spec_path, lambda d: add_version(d, model, version))
     log(diff.rstrip())
