@@ -95,11 +95,120 @@ def published_by() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _metadata_of(store: Store, model: str, version: int) -> dict[str, Any]:
-    try:
-        return yaml.safe_load(store.read(f"{model}/{version}/{METADATA_FILE}")) or {}
-    except FileNotFoundError:
-        return {}
+@dataclass
+class Judgement:
+    """Everything measured about one candidate: its figures, the gates' verdicts, the performance."""
+
+    stable: int | None
+    baseline: int | None
+    figures: Figures
+    correlation: float
+    stable_distinct_answers: int | None
+    gates: list[GateResult]
+    performance: dict[str, dict | None]  # "candidate", "v<N>" for the stable and the baseline
+
+
+def judge_candidate(
+    store: Store,
+    model: Model,
+    candidate: bytes,
+    stable: int | None,
+    baseline: int | None,
+    budget_s: float,
+    log: Callable[[str], None],
+) -> Judgement:
+    """Run the candidate, the stable version and the baseline through the server's runtime: answers on the
+    evaluation data, single-core measurements in turns, and the contract's gates."""
+    name = model.name
+    with contextlib.ExitStack() as closing:
+        try:
+            runtime = evaluate.load_runtime(candidate, model.config, f"{name}:candidate")
+        except ValueError as exc:
+            raise PublishRefused(f"signature check failed: {exc}") from None
+        closing.callback(runtime.close)
+        runtimes = {"candidate": runtime}
+        for version in sorted({v for v in (stable, baseline) if v is not None}):
+            other = evaluate.load_runtime(
+                store.read(f"{name}/{version}/{MODEL_FILE}"), model.config, f"{name}:{version}"
+            )
+            closing.callback(other.close)
+            runtimes[f"v{version}"] = other
+        scores = evaluate.predict(runtime, model.contract, model.data)
+        stable_scores = None if stable is None else evaluate.predict(runtimes[f"v{stable}"], model.contract, model.data)
+        sizes = evaluate.batch_sizes(model.contract, model.config)
+        log(f"measuring {' and '.join(runtimes)} in turns at batch sizes {sizes} (one thread)")
+        performance = evaluate.measure(runtimes, model.data, sizes, budget_s)
+
+    top1 = evaluate.top1(scores)
+    stable_top1 = None if stable_scores is None else evaluate.top1(stable_scores)
+    agree, stable_value = math.nan, math.nan
+    if stable_top1 is not None:
+        agree = evaluate.agreement(top1, stable_top1)
+    if model.contract.metric == "accuracy":
+        value = evaluate.accuracy(top1, model.data.labels)
+        if stable_top1 is not None:
+            stable_value = evaluate.accuracy(stable_top1, model.data.labels)
+    else:
+        value, stable_value = agree, (math.nan if stable_top1 is None else 1.0)
+    baseline_perf = performance.get(f"v{baseline}")
+    figures = Figures(
+        model.contract.metric,
+        value,
+        stable_value,
+        agree,
+        performance["candidate"]["cpu_b1_ms"],
+        baseline_perf["cpu_b1_ms"] if baseline_perf else math.nan,
+    )
+    gates = [GateResult("signature", "config.yaml's inputs and outputs", "matches", True)]
+    gates += judge(figures, model.contract.gates)
+    return Judgement(
+        stable,
+        baseline,
+        figures,
+        math.nan if stable_scores is None else evaluate.score_correlation(scores, stable_scores),
+        None if stable_top1 is None else len(set(stable_top1.tolist())),
+        gates,
+        performance,
+    )
+
+
+def metadata_for(
+    model: Model, candidate: bytes, j: Judgement, parent: int | None, produced_by: dict[str, Any], note: str
+) -> dict[str, Any]:
+    """metadata.yaml of the new version (its number is filled in when it is known)."""
+    failed = not all(g.passed for g in j.gates)
+    f = j.figures
+    return {
+        "model": model.name,
+        "version": None,
+        "sha256": hashlib.sha256(candidate).hexdigest(),
+        "size_bytes": len(candidate),
+        "parent": parent,
+        "produced_by": {"how": "publish", **produced_by} | ({"note": note} if note else {}),
+        "published": {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": published_by()},
+        "evaluation": {
+            "metric": f.metric,
+            "value": _round(f.value),
+            "rows": model.data.count,
+            "data": model.data.source,
+            "stable_version": j.stable,
+            "stable_value": _round(f.stable_value),
+            "agreement_with_stable": _round(f.agreement),
+            "output_correlation_with_stable": _round(j.correlation),
+            "stable_distinct_answers": j.stable_distinct_answers,
+            "gates": [asdict(g) for g in j.gates],
+            "passed": not failed,
+            "overridden": failed,
+        },
+        "performance": {
+            "note": MEASUREMENT_NOTE,
+            "candidate": j.performance["candidate"],
+            "baseline_version": j.baseline,
+            "baseline": j.performance.get(f"v{j.baseline}"),
+            "stable_version": j.stable,
+            "stable": j.performance.get(f"v{j.stable}"),
+        },
+    }
 
 
 def publish(
@@ -124,90 +233,15 @@ def publish(
         if version is not None and version not in versions:
             raise ValueError(f"{label} version {version} of {name!r} is not in {store.uri} (versions: {versions})")
     baseline = parent if parent is not None else stable
-    with contextlib.ExitStack() as closing:
-        try:
-            runtime = evaluate.load_runtime(candidate, model.config, f"{name}:candidate")
-        except ValueError as exc:
-            raise PublishRefused(f"signature check failed: {exc}") from None
-        closing.callback(runtime.close)
-        runtimes = {"candidate": runtime}
-        for version in sorted({v for v in (stable, baseline) if v is not None}):
-            other = evaluate.load_runtime(
-                store.read(f"{name}/{version}/{MODEL_FILE}"), model.config, f"{name}:{version}"
-            )
-            closing.callback(other.close)
-            runtimes[f"v{version}"] = other
-        scores = evaluate.predict(runtime, model.contract, model.data)
-        stable_scores = (
-            evaluate.predict(runtimes[f"v{stable}"], model.contract, model.data) if stable is not None else None
-        )
-        sizes = evaluate.batch_sizes(model.contract, model.config)
-        # The candidate beside the stable version and, if another, its baseline (the source version).
-        log(f"measuring {' and '.join(runtimes)} in turns at batch sizes {sizes} (one thread)")
-        figures_by = evaluate.measure(runtimes, model.data, sizes, measure_budget_s)
-    perf = figures_by["candidate"]
-    baseline_perf = figures_by.get(f"v{baseline}")
-    stable_value = math.nan
-
-    top1 = evaluate.top1(scores)
-    stable_top1 = evaluate.top1(stable_scores) if stable_scores is not None else None
-    agree = evaluate.agreement(top1, stable_top1) if stable_top1 is not None else math.nan
-    correlation = evaluate.score_correlation(scores, stable_scores) if stable_scores is not None else math.nan
-    if model.contract.metric == "accuracy":
-        value = evaluate.accuracy(top1, model.data.labels)
-        if stable_top1 is not None:
-            stable_value = evaluate.accuracy(stable_top1, model.data.labels)
-    else:
-        value, stable_value = agree, (1.0 if stable_top1 is not None else math.nan)
-    figures = Figures(
-        model.contract.metric,
-        value,
-        stable_value,
-        agree,
-        perf["cpu_b1_ms"],
-        baseline_perf["cpu_b1_ms"] if baseline_perf else math.nan,
-    )
-    gates = [GateResult("signature", "config.yaml's inputs and outputs", "matches", True)]
-    gates += judge(figures, model.contract.gates)
-    for gate in gates:
+    judgement = judge_candidate(store, model, candidate, stable, baseline, measure_budget_s, log)
+    for gate in judgement.gates:
         log(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.observed} (bound {gate.bound})")
-    failed = [g for g in gates if not g.passed]
+    failed = [g for g in judgement.gates if not g.passed]
     if failed and not force:
         names = ", ".join(f"{g.name} ({g.observed}, bound {g.bound})" for g in failed)
-        raise PublishRefused(f"{name}: refused, failed gate(s): {names}; nothing written", gates)
+        raise PublishRefused(f"{name}: refused, failed gate(s): {names}; nothing written", judgement.gates)
 
-    digest = hashlib.sha256(candidate).hexdigest()
-    metadata: dict[str, Any] = {
-        "model": name,
-        "version": None,  # filled below, once the number is known
-        "sha256": digest,
-        "size_bytes": len(candidate),
-        "parent": parent,
-        "produced_by": {"how": "publish", **(produced_by or {})} | ({"note": note} if note else {}),
-        "published": {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": published_by()},
-        "evaluation": {
-            "metric": model.contract.metric,
-            "value": _round(value),
-            "rows": model.data.count,
-            "data": model.data.source,
-            "stable_version": stable,
-            "stable_value": _round(stable_value),
-            "agreement_with_stable": _round(agree),
-            "output_correlation_with_stable": _round(correlation),
-            "stable_distinct_answers": None if stable_top1 is None else len(set(stable_top1.tolist())),
-            "gates": [asdict(g) for g in gates],
-            "passed": not failed,
-            "overridden": bool(failed),
-        },
-        "performance": {
-            "note": MEASUREMENT_NOTE,
-            "candidate": perf,
-            "baseline_version": baseline,
-            "baseline": baseline_perf,
-            "stable_version": stable,
-            "stable": figures_by.get(f"v{stable}"),
-        },
-    }
+    metadata = metadata_for(model, candidate, judgement, parent, produced_by or {}, note)
     for attempt in range(3):  # someone else may take the number between our look and our write
         version = store.next_version(name)
         metadata["version"] = version
@@ -219,7 +253,7 @@ def publish(
                 raise
             continue
         log(f"published {name} v{version} -> {location}" + (" (gates OVERRIDDEN)" if failed else ""))
-        return Outcome(name, version, location, gates, metadata)
+        return Outcome(name, version, location, judgement.gates, metadata)
     raise AssertionError("unreachable")
 
 

@@ -31,8 +31,8 @@ STAGING_PREFIX = ".publish-"
 PAUSE_ENV = "MESHSERVE_TEST_PUBLISH_PAUSE"  # tests only: "<checkpoint>:<marker file>", see _checkpoint
 
 
-class VersionExists(RuntimeError):
-    """Another version N was written first."""
+class VersionExists(FileExistsError):
+    """Another version N was written first (an OSError: the CLI reports it like any storage failure)."""
 
 
 def is_version(name: str) -> bool:
