@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,11 @@ def _fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def _log(as_json: bool) -> Callable[[str], None]:
+    """Progress to stdout, or to stderr when stdout carries the JSON for a script."""
+    return (lambda message: print(message, file=sys.stderr)) if as_json else print
+
+
 def _print_outcome(outcome: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(outcome.metadata, indent=2, default=str))
@@ -64,7 +70,7 @@ def _publish(args: argparse.Namespace) -> int:
     from lifecycle.publish import PublishRefused, publish
     from lifecycle.store import open_store
 
-    log = (lambda _m: None) if args.json else print
+    log = _log(args.json)
     try:
         store = open_store(_repository(args))
         candidate = Path(args.file).read_bytes()
@@ -97,7 +103,7 @@ def _optimize(args: argparse.Namespace) -> int:
 
     if not args.int8:
         return _fail("optimize", "name the optimization: --int8 (the one there is)")
-    log = (lambda _m: None) if args.json else print
+    log = _log(args.json)
     try:
         store = open_store(_repository(args))
         model = load_model(store, args.name)
