@@ -13,12 +13,19 @@ import build_fixtures
 import build_resnet
 from build_common import MODELS_DIR, committed_model_files, write_sha256sums
 
-STEPS = {"digits": build_digits.build_all, "resnet": build_resnet.build, "fixtures": build_fixtures.build}
+STEPS = {
+    "digits": build_digits.build_all,
+    "resnet": build_resnet.build,
+    "fixtures": build_fixtures.build,
+    "retrained": build_fixtures.build_retrained,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", choices=sorted(STEPS), help="build just this part (fixtures need digits v1)")
+    parser.add_argument(
+        "--only", choices=sorted(STEPS), help="build just this part (fixtures and retrained need digits v1)"
+    )
     args = parser.parse_args(argv)
     for name, step in STEPS.items():
         if args.only in (None, name):

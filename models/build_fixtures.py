@@ -66,3 +66,42 @@ def build() -> None:
     )
     write_sha256sums(FIXTURES_DIR, list(FIXTURES_DIR.glob("*/model.onnx")))
     print(f"fixture digits_bad: agreement with v1 {agree:.4f}, accuracy {acc:.4f}")
+
+
+# A retrained digits: v1's architecture and hyper-parameters with another seed. `meshserve model publish`
+# takes it as the next version in the lifecycle tests (it passes the gates of models/digits/evaluation.yaml).
+RETRAINED_SEED = 11
+
+
+def build_retrained() -> None:
+    from dataclasses import replace
+
+    import torch
+    from build_common import export_onnx, torch_logits
+    from build_digits import SPECS, train
+
+    split = load_split()
+    x_train, y_train, x_test, y_test = split
+    spec = replace(SPECS[0], seed=RETRAINED_SEED)
+    model = train(spec, x_train, y_train)
+    path = FIXTURES_DIR / "digits_retrained" / "model.onnx"
+    export_onnx(model, torch.from_numpy(x_test[:1]), path)
+    logits = ort_logits(path, x_test)
+    np.testing.assert_allclose(logits, torch_logits(model, x_test), rtol=1e-4, atol=1e-4)
+    correct, acc = accuracy(logits, y_test)
+    agree = agreement(ort_logits(MODELS_DIR / "digits" / "1" / "model.onnx", x_test), logits)
+    assert acc >= 0.95 and agree >= 0.95, f"retrained digits: accuracy {acc:.4f}, agreement with v1 {agree:.4f}"
+    write_yaml(
+        path.parent / "metadata.yaml",
+        {
+            "model": "digits_retrained",
+            "description": "digits v1's architecture and training, another seed: a candidate that passes the gates",
+            "built_by": "python models/build.py --only retrained",
+            "training": {"seed": RETRAINED_SEED, "as": "digits v1 (models/build_digits.py SPECS[0])"},
+            "agreement_with_v1": {"split": "test", "top1_agreement": agree},
+            "held_out": {"accuracy": acc, "correct": correct, "total": len(y_test)},
+            "versions": versions(),
+        },
+    )
+    write_sha256sums(FIXTURES_DIR, list(FIXTURES_DIR.glob("*/model.onnx")))
+    print(f"fixture digits_retrained: accuracy {acc:.4f}, agreement with v1 {agree:.4f}")

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mesh.canary",  # canary set | promote | rollback | advance
     "observability.commands",  # rules
     "loadtests.verify",  # verify (end-to-end checks of a running environment)
+    "lifecycle.commands",  # model publish | optimize | release | list | show
 )
 
 

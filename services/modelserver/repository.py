@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from services.common.files import FileIdentity, file_identity
 from services.modelserver.batching import Batcher
 from services.modelserver.codec import ProtocolError
@@ -22,6 +24,7 @@ from services.modelserver.runtime import Runtime
 from services.modelserver.signature import Signature
 
 log = logging.getLogger(__name__)
+METADATA_FILE = "metadata.yaml"  # a version's lineage and evaluation (lifecycle/publish.py writes it)
 
 
 def is_version(text: str) -> bool:
@@ -50,6 +53,29 @@ def disk_versions(model_dir: Path) -> dict[int, FileIdentity]:
             if stat is not None:
                 found[int(entry.name)] = stat
     return found
+
+
+def version_parameters(version_dir: Path) -> dict[str, str]:
+    """Lineage and evaluation from the version's metadata.yaml (written by `meshserve model publish`),
+    as the repository index's extra `parameters`; {} without one. Read once per load, never per request."""
+    try:
+        meta = yaml.safe_load((version_dir / METADATA_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    evaluation = meta.get("evaluation") if isinstance(meta.get("evaluation"), dict) else {}
+    produced = meta.get("produced_by") if isinstance(meta.get("produced_by"), dict) else {}
+    found = {
+        "sha256": meta.get("sha256"),
+        "parent": meta.get("parent"),
+        "produced_by": produced.get("how") or meta.get("built_by"),
+        "metric": evaluation.get("metric"),
+        "metric_value": evaluation.get("value", (meta.get("held_out") or {}).get("accuracy")),
+        "agreement_with_stable": evaluation.get("agreement_with_stable"),
+        "gates_passed": evaluation.get("passed"),
+    }
+    return {key: str(value) for key, value in found.items() if value is not None}
 
 
 @dataclass(eq=False)
@@ -89,6 +115,7 @@ class ModelRecord:
     reason: str = ""  # model-level failure (config) when no version can be reported
     fingerprint: object = None
     unloaded: bool = False  # unloaded through the API: polling leaves it alone until a load
+    parameters: dict[int, dict[str, str]] = field(default_factory=dict)  # from metadata.yaml, read at load
 
     def newest(self) -> ServingVersion | None:
         return self.serving[max(self.serving)] if self.serving else None
@@ -155,7 +182,10 @@ class Repository:
                 status = record.status[version]
                 if ready_only and status.state != "READY":
                     continue
-                rows.append({"name": name, "version": str(version), "state": status.state, "reason": status.reason})
+                row = {"name": name, "version": str(version), "state": status.state, "reason": status.reason}
+                if record.parameters.get(version):
+                    row["parameters"] = record.parameters[version]
+                rows.append(row)
         return rows
 
     # ------------------------------------------------------------ changes
@@ -289,6 +319,7 @@ class Repository:
                 reason += " (still serving the previously loaded file)"
             self._fail(record, version, reason)
             return False
+        record.parameters[version] = await asyncio.to_thread(version_parameters, model_dir / str(version))
         metrics = VersionMetrics(name, str(version))
         batcher = Batcher(runtime, config, metrics, label)
         record.serving[version] = ServingVersion(name, version, config, runtime, batcher, metrics, stamp)
