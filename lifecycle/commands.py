@@ -17,7 +17,10 @@ EXIT_USAGE = 2
 
 
 def _spec_path(args: argparse.Namespace) -> Path:
-    return Path(args.spec)
+    """The spec every command finds the same way (services.common.settings): --spec, $MESHSERVE_SPEC, the project."""
+    from services.common.settings import resolve_spec
+
+    return resolve_spec(args.spec).path
 
 
 def _repository(args: argparse.Namespace) -> str:
@@ -226,9 +229,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    from mesh.spec import DEFAULT_SPEC_PATH
+    from services.common.settings import SPEC_HELP
 
-    parser.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", str(DEFAULT_SPEC_PATH)))
+    parser.add_argument("--spec", default=None, help=SPEC_HELP)
     parser.add_argument(
         "--repository",
         default=os.environ.get("MESHSERVE_REPOSITORY"),
@@ -246,13 +249,33 @@ def _canary_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prometheus", default=None, help="Prometheus URL (default: the local stack's)")
     parser.add_argument("--scrape-interval", default=None, help="Prometheus's scrape interval (default 5s locally)")
     parser.add_argument("--apply", default=None, metavar="CMD", help="run after every spec edit on a cluster")
-    parser.add_argument("--agreement", choices=AGREEMENT_MODES, default="required")
-    parser.add_argument("--max-error-increase", type=float, default=limits.max_error_increase)
-    parser.add_argument("--max-latency-ratio", type=float, default=limits.max_latency_ratio)
-    parser.add_argument("--latency-slack", default=format_duration(limits.latency_slack_s))
-    parser.add_argument("--min-agreement", type=float, default=limits.min_agreement)
-    parser.add_argument("--min-requests", type=int, default=limits.min_requests)
-    parser.add_argument("--min-compared", type=int, default=limits.min_compared)
+    parser.add_argument(
+        "--agreement",
+        choices=AGREEMENT_MODES,
+        default="required",
+        help="skip: judge no agreement (no comparer)",
+    )
+    parser.add_argument(
+        "--max-error-increase",
+        type=float,
+        default=limits.max_error_increase,
+        help="canary minus stable error rate, at most",
+    )
+    parser.add_argument(
+        "--max-latency-ratio", type=float, default=limits.max_latency_ratio, help="canary p95 over stable's, at most"
+    )
+    parser.add_argument(
+        "--latency-slack", default=format_duration(limits.latency_slack_s), help="p95 difference always tolerated"
+    )
+    parser.add_argument(
+        "--min-agreement", type=float, default=limits.min_agreement, help="top-1 agreement with stable, at least"
+    )
+    parser.add_argument(
+        "--min-requests", type=int, default=limits.min_requests, help="canary requests a step needs to be judged"
+    )
+    parser.add_argument(
+        "--min-compared", type=int, default=limits.min_compared, help="mirrored comparisons a step needs"
+    )
     parser.add_argument(
         "--report", type=Path, default=None, help="report folder (default runs/release-<model>-v<N>-<time>)"
     )
@@ -267,13 +290,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate an ONNX file against the model's gates and write it as the next version",
         epilog="exit status: 0 published, 1 refused by a gate (nothing written), 2 bad arguments",
     )
-    publish.add_argument("name")
+    publish.add_argument("name", help="a model of the spec, e.g. digits")
     publish.add_argument("file", help="the candidate model.onnx")
     publish.add_argument("--source-version", type=int, default=None, help="the version it was derived from (lineage)")
     publish.add_argument("--note", default="", help="recorded in metadata.yaml")
-    publish.add_argument(
-        "--stable", type=int, default=None, help="compare with this version (default: the spec's stable)"
-    )
+    publish.add_argument("--stable", type=int, default=None, help="compare with it (default: the stable)")
     publish.add_argument("--force", action="store_true", help="write it even if a gate fails (recorded as overridden)")
     publish.add_argument("--json", action="store_true", help="print the written metadata as JSON")
     publish.add_argument("--release", action="store_true", help="then release it by canary (the release options apply)")
@@ -286,13 +307,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="INT8-quantize a version and publish it through the same gates",
         epilog="exit status: 0 published, 1 refused by a gate (nothing written), 2 bad arguments",
     )
-    optimize.add_argument("name")
+    optimize.add_argument("name", help="a model of the spec, e.g. digits")
     optimize.add_argument("--from", dest="source", type=int, required=True, metavar="N", help="the FP32 version")
     optimize.add_argument("--int8", action="store_true", help="quantize to INT8 (static QDQ or dynamic, explained)")
-    optimize.add_argument("--note", default="")
-    optimize.add_argument("--stable", type=int, default=None)
-    optimize.add_argument("--force", action="store_true")
-    optimize.add_argument("--json", action="store_true")
+    optimize.add_argument("--note", default="", help="recorded in metadata.yaml")
+    optimize.add_argument("--stable", type=int, default=None, help="compare with it (default: the stable)")
+    optimize.add_argument("--force", action="store_true", help="write it even if a gate fails (recorded as overridden)")
+    optimize.add_argument("--json", action="store_true", help="print the written metadata as JSON")
     _common(optimize)
     optimize.set_defaults(func=_optimize)
 
@@ -302,8 +323,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="exit status: 0 promoted, 1 rolled back, 2 refused (or: added to the spec, restart the local stack), "
         "3 rolled back in the spec but --apply failed",
     )
-    release.add_argument("name")
-    release.add_argument("version")
+    release.add_argument("name", help="a model of the spec, e.g. digits")
+    release.add_argument("version", help="the published version to release, e.g. 3")
     _common(release)
     _canary_options(release)
     release.set_defaults(func=_release)
@@ -316,8 +337,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if op == "list":
             parser.add_argument("names", nargs="*", metavar="NAME", help="default: every model in the spec")
         else:
-            parser.add_argument("name")
+            parser.add_argument("name", help="a model of the repository")
             parser.set_defaults(names=None)
-        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
         _common(parser)
         parser.set_defaults(func=_list)

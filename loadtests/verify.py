@@ -374,6 +374,8 @@ def render(results: list[Check]) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from services.common.settings import SPEC_HELP
+
     parser = subparsers.add_parser(
         "verify",
         help="end-to-end checks against a running environment (local stack or a cluster after `pulumi up`)",
@@ -383,7 +385,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--api-key", default=os.environ.get("MESHSERVE_API_KEY"), help="default: $MESHSERVE_API_KEY")
     parser.add_argument("--consumer", help="the key's consumer (its rate limit); default: the spec's first")
     parser.add_argument("--prometheus", help="Prometheus base URL (port-forward svc/kps-prometheus 9090 on a cluster)")
-    parser.add_argument("--spec", default=os.environ.get("MESHSERVE_SPEC", "mesh/mesh.yaml"))
+    parser.add_argument("--spec", default=None, help=SPEC_HELP)
     parser.add_argument(
         "--stack", help="a Pulumi stack (Pulumi.<stack>.yaml): its replica overrides say which versions run there"
     )
@@ -398,7 +400,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--samples", type=int, default=60, help="held-out digits to classify")
     parser.add_argument("--split-requests", type=int, default=200, help="requests to observe the version split")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run)
 
 
@@ -408,12 +410,13 @@ def run(args: argparse.Namespace) -> int:
     from mesh.compile.names import effective_weights, version_replicas
     from mesh.compile.settings import SettingsError, load_stack
     from mesh.spec import SpecError, load_spec
+    from services.common.settings import resolve_spec
 
     if not args.api_key:
         print("meshserve verify: --api-key (or $MESHSERVE_API_KEY) is required", file=sys.stderr)
         return 2
     try:
-        spec = load_spec(args.spec, check_repository=False)
+        spec = load_spec(resolve_spec(args.spec).path, check_repository=False)
         env = load_stack(args.stack, Path(args.root)) if args.stack else None
         replicas = {m: version_replicas(m, spec, env) for m in spec.models} if env else None
         weights = {m: effective_weights(m, spec, env) for m in spec.models} if env else None
