@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 DISCOVERY_ENV = "MESHSERVE_DISCOVERY"
 RUN_DIR_ENV = "MESHSERVE_RUN_DIR"
 ENDPOINTS_FILE = "endpoints.json"
+METRICS_PORT_META = "metrics_port"  # endpoint metadata: the port its /metrics is on, when not `port`
 DEFAULT_RUN_DIR = "runs/current"  # the newest `meshserve up` run, relative to the working directory
 
 
