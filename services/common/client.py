@@ -23,6 +23,8 @@ under `retry_on`.
 Retries are bounded twice: `retries.attempts` per request, and Envoy's retry budget across requests
 (at most `budget_percent` of this upstream's active requests may be retries at once, never fewer
 than `min_retry_concurrency`), so a slow or overloaded upstream is not sent more work than it got.
+Unlike Envoy, a retry after a connect failure or a reset is not held to the budget: no work reached a
+live host, and a replica killed under load must cost no client an error however many were in flight.
 A request whose try ended with its connection reset is remembered (services.common.quarantine):
 once the same request has reset two hosts it is refused (502) instead of crashing a third.
 
@@ -181,6 +183,10 @@ class Discovery(Protocol):
 # --------------------------------------------------------------------------- retry conditions
 
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
+# Failures where the host did no work that a retry would add to (nothing reached it, or it died with the
+# request): retried outside the retry budget, so that a replica SIGKILLed under load costs no client an
+# error at any concurrency. The budget bounds retries of answered 5xx and timeouts: work on a busy host.
+_LOST_WORK = frozenset({"connect-failure", "reset"})
 
 
 def should_retry(conditions: frozenset[str], *, status: int | None = None, failure: str | None = None) -> bool:
@@ -290,7 +296,7 @@ class Upstream:
                     last
                     or deadline - loop_time() <= 0
                     or not should_retry(self.retry_on, status=None if reply is None else reply.status, failure=failure)
-                    or not (retrying or self._retry_allowed())
+                    or not (retrying or failure in _LOST_WORK or self._retry_allowed())
                 ):
                     if reply is not None:
                         return reply
