@@ -140,6 +140,16 @@ def test_pipelined_requests_and_traversal(stack: LocalStack) -> None:
     assert statuses(exchange(port, one + lost + last)) == [200, 404, 200]
 
 
+def test_meshserve_status_probes_the_gateway_on_its_status_port(stack: LocalStack) -> None:
+    from services.local.status import probe, read_stack
+
+    rows = {row["service"]: row for row in probe(read_stack(stack.run_dir)["processes"])}
+    gateway = rows["gateway"]
+    assert gateway["healthy"] and gateway["alive"]
+    assert not gateway["health"].startswith(stack.url("gateway"))  # not the public port
+    assert httpx.get(stack.url("gateway") + "/metrics").status_code == 401  # nothing public to read
+
+
 # ------------------------------------------------------------------ a killed stage under load
 
 
