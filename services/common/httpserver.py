@@ -93,6 +93,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._started = False  # a byte of the current request arrived
         self._refusal: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._arm(self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -102,8 +103,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------ timers
 
     def _arm(self, delay: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(delay, self._timed_out)
+        """Move the deadline; one timer per request, re-armed only when the deadline comes earlier
+        (each body read just moves the deadline: the timer re-arms itself when it fires too early)."""
+        self._deadline = self.loop.time() + delay
+        timer = self._timer
+        if timer is None or self._deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(self._deadline, self._timed_out)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -113,6 +120,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         self._timer = None
         if self.transport.is_closing():
+            return
+        if self._deadline > self.loop.time():  # the deadline moved on since the timer was set
+            self._timer = self.loop.call_at(self._deadline, self._timed_out)
             return
         if self._in_head:
             if self._started:
@@ -204,7 +214,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         if self._timer is not None:
-            self._arm(self.limits.body_timeout)
+            self._deadline = self.loop.time() + self.limits.body_timeout
         super().on_body(body)
 
     def on_message_complete(self) -> None:
