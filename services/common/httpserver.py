@@ -83,6 +83,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol under `limits` (a class attribute: see `protocol_class`)."""
 
     limits: HttpLimits = HttpLimits()
+    _max_bytes = limits.max_header_bytes
+    _max_fields = limits.max_headers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -90,51 +92,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_fields = 0
         self._counted = False
-        self._started = False  # a byte of the current request arrived
+        self._started = False  # a byte of the current request arrived, and not yet all of it
         self._refusal: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._now = self.loop.time()  # of the current read: the callbacks it runs set deadlines from it
         self._deadline = 0.0
-        self._arm(self.limits.header_timeout)
+        self._set_deadline(self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
-    # ------------------------------------------------------------ timers
+    # ------------------------------------------------------------ the one timer
+    # One timer per connection whose deadline moves: setting a later deadline costs an assignment, the
+    # timer re-arms itself when it fires early, and it lapses when it fires between two requests (the
+    # next request's first byte sets it again; uvicorn's keep-alive timer governs idle connections).
 
-    def _arm(self, delay: float) -> None:
-        """Move the deadline; one timer per request, re-armed only when the deadline comes earlier
-        (each body read just moves the deadline: the timer re-arms itself when it fires too early)."""
-        self._deadline = self.loop.time() + delay
+    def _set_deadline(self, delay: float) -> None:
+        self._deadline = self._now + delay
         timer = self._timer
         if timer is None or self._deadline < timer.when():
             if timer is not None:
                 timer.cancel()
             self._timer = self.loop.call_at(self._deadline, self._timed_out)
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _timed_out(self) -> None:
         self._timer = None
         if self.transport.is_closing():
             return
+        if self._in_head and not self._started:
+            if self.cycle is None:  # opened and never used: nobody to answer
+                self.transport.close()
+            return  # between requests
         if self._deadline > self.loop.time():  # the deadline moved on since the timer was set
             self._timer = self.loop.call_at(self._deadline, self._timed_out)
             return
         if self._in_head:
-            if self._started:
-                self._close_with(_response(408, "Request Timeout", "request headers not received in time"))
-            elif self.cycle is None or self.cycle.response_complete:
-                self.transport.close()  # opened and never used: nobody to answer
+            self._close_with(_response(408, "Request Timeout", "request headers not received in time"))
             return
         cycle = self.cycle
-        if cycle is None or not cycle.more_body or cycle.response_complete:
+        if not self._started or cycle is None or cycle.response_complete:
             return
         if self.flow.read_paused:  # our own back-pressure, not a slow client
-            self._arm(self.limits.body_timeout)
+            self._now = self.loop.time()
+            self._set_deadline(self.limits.body_timeout)
             return
         if not cycle.response_started:
             self.transport.write(_response(408, "Request Timeout", "request body not received in time"))
@@ -143,7 +146,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _close_with(self, response: bytes) -> None:
-        self._disarm()
         self.transport.write(response)
         self.transport.close()
 
@@ -151,8 +153,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        if self._in_head and self._timer is None:
-            self._arm(self.limits.header_timeout)
+        self._now = self.loop.time()
         self._counted = False
         try:
             self.parser.feed_data(data)
@@ -167,13 +168,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._close_with(self._refusal)
                 return
             self.logger.warning("Invalid HTTP request received.")
-            self._disarm()
             self.send_400_response("Invalid HTTP request received.")
             return
         if self._in_head and self._started and not self._counted:
             # Still inside a head: what the parser holds of it grows with every read.
             self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_header_bytes:
+            if self._head_bytes > self._max_bytes:
                 self._close_with(self._too_large())
 
     def _too_large(self) -> bytes:
@@ -189,43 +189,46 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head, self._started, self._counted = True, True, True  # callbacks count this read's part
         self._head_bytes, self._head_fields = 0, 0
-        if self._timer is None:
-            self._arm(self.limits.header_timeout)
+        self._set_deadline(self.limits.header_timeout)
+
+    # on_url and on_header run per request and per field: uvicorn's bodies inlined, limits read from the class.
 
     def on_url(self, url: bytes) -> None:
         self._head_bytes += len(url)
-        if self._head_bytes > self.limits.max_header_bytes:
+        if self._head_bytes > self._max_bytes:
             self._refuse(self._too_large())
-        super().on_url(url)
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a chunked trailer: never part of the request's headers
         self._head_fields += 1
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_fields > self.limits.max_headers or self._head_bytes > self.limits.max_header_bytes:
+        if self._head_fields > self._max_fields or self._head_bytes > self._max_bytes:
             self._refuse(self._too_large())
-        super().on_header(name, value)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head, self._counted = False, True
-        self._arm(self.limits.body_timeout)
+        self._set_deadline(self.limits.body_timeout)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self._timer is not None:
-            self._deadline = self.loop.time() + self.limits.body_timeout
+        self._deadline = self._now + self.limits.body_timeout
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._disarm()
         self._in_head, self._started = True, False
         super().on_message_complete()
 
 
 def protocol_class(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol with `limits` bound (uvicorn builds protocols from a class and its Config)."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    bound = {"limits": limits, "_max_bytes": limits.max_header_bytes, "_max_fields": limits.max_headers}
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), bound)
 
 
 def config(app: Any, *, limits: HttpLimits | None = None, **options: Any) -> uvicorn.Config:

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -135,6 +136,17 @@ def test_a_body_that_stops_arriving_times_out_with_408(stack: Stack) -> None:
         sock.sendall(request("POST", ECHO, {"apikey": API_KEY, "content-length": "1000"}) + b"x" * 10)
         response = read_all(sock, 10)
     assert status_of(response) == 408 and b"body not received in time" in response
+
+
+def test_a_slow_but_steady_body_is_not_timed_out(stack: Stack) -> None:
+    """The body timeout is the longest silence between reads (nginx's client_body_timeout), not a total."""
+    with connect(port(stack)) as sock:
+        sock.sendall(request("POST", ECHO, {"apikey": API_KEY, "content-length": "8", "connection": "close"}))
+        for _ in range(8):  # 8 bytes over ~2.4 s, more than twice the 1 s timeout
+            time.sleep(0.3)
+            sock.sendall(b" ")
+        response = read_all(sock, 10)
+    assert upstream_saw(response)["body_bytes"] == 8
 
 
 def test_3000_half_sent_requests_are_timed_out_with_memory_bounded(stack: Stack) -> None:
