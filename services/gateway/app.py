@@ -39,7 +39,8 @@ from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
 from services.gateway import metrics
 from services.gateway.agreement import agreement, top1
-from services.gateway.headers import query_key, response_skip, strip_query_keys, upstream_headers
+from services.gateway.headers import passed_back, upstream_headers
+from services.gateway.keyauth import Unauthorized, authenticate
 from services.gateway.policy import ModelRoute, PipelineRoute, Policy, RouteError, build_policy, split_model_path
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.reload import SETTLE_S, TRAFFIC_WINDOW_S, refusal
@@ -147,23 +148,11 @@ class Gateway:
             route_label = path if pipeline is not None else UNMATCHED
         error_key = "error" if model_route is not None or path.startswith("/v2/") else "message"
 
-        # Kong key-auth: a header first, then a query parameter; with hide_credentials none goes upstream.
-        query: bytes = scope.get("query_string", b"")
-        key = next((headers[name] for name in policy.key_names if name in headers), None)
-        if key is None and query:
-            key = query_key(query, policy.key_names)
-        if not key:
-            await _refuse(send, 401, extra, "message", "No API key found in request", route_label, start)
+        try:
+            consumer, query, credentials = authenticate(policy, headers, scope.get("query_string", b""))
+        except Unauthorized as exc:
+            await _refuse(send, 401, extra, "message", str(exc), route_label, start)
             return
-        consumer = policy.keys.get(key)
-        if consumer is None:
-            await _refuse(send, 401, extra, "message", "Invalid authentication credentials", route_label, start)
-            return
-        credentials: tuple[str, ...] = ()
-        if policy.hide_credentials:
-            credentials = policy.key_names
-            if query:
-                query = strip_query_keys(query, credentials)
 
         limits = policy.limits.get(consumer)
         if limits:
@@ -240,18 +229,7 @@ class Gateway:
                 mirror_future.set_result(reply)
         if reply is not None:
             status, payload = reply.status, reply.body
-            response_headers = []
-            version_bytes = b""
-            skip = response_skip(reply.raw_headers)
-            for raw_name, raw_value in reply.raw_headers:
-                name_bytes = raw_name.lower()
-                if name_bytes in skip:
-                    continue
-                if name_bytes == b"x-model-version":
-                    version_bytes = raw_value
-                response_headers.append((name_bytes, raw_value))
-            response_headers.extend(extra)
-            answered_version = version_bytes.decode("latin-1")
+            response_headers, answered_version = passed_back(reply.raw_headers, extra)
             if not answered_version and model_route is not None:
                 answered_version = str(version)
                 response_headers.extend(chosen)

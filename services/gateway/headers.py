@@ -67,3 +67,22 @@ def strip_query_keys(query: bytes, key_names: tuple[str, ...]) -> bytes:
         if part and unquote_plus(part.split(b"=", 1)[0].decode("latin-1")).lower() not in key_names
     ]
     return b"&".join(kept)
+
+
+def passed_back(
+    raw_headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
+) -> tuple[list[tuple[bytes, bytes]], str]:
+    """An upstream answer's headers as the client gets them (lowercase names, hop-by-hop and framing
+    removed, the gateway's `extra` added) and the x-model-version it carried ("" if none)."""
+    skip = response_skip(raw_headers)
+    out: list[tuple[bytes, bytes]] = []
+    version = b""
+    for raw_name, raw_value in raw_headers:
+        name = raw_name.lower()
+        if name in skip:
+            continue
+        if name == b"x-model-version":
+            version = raw_value
+        out.append((name, raw_value))
+    out.extend(extra)
+    return out, version.decode("latin-1")
