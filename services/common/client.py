@@ -288,8 +288,8 @@ class Upstream:
                 if failure == "reset":
                     key = key or fingerprint(method, path, body)
                     self._refuse_if_poison(key, memory.reset(key, host.key, loop_time()))
-                elif key is not None and failure is None:
-                    memory.answered(key)
+                elif failure is None and memory.active:  # answered: whatever it is, it is no query of death
+                    memory.answered(key or fingerprint(method, path, body))
                 if not failed:
                     return reply
                 if (

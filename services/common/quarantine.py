@@ -10,6 +10,10 @@ An answer to the same fingerprint clears it: a body that some replica answered i
 (this is what keeps innocent requests that were in flight on a killed replica, and load tests that
 send one body over and over, from being quarantined by a later, unrelated kill).
 
+The price, on purpose: requests with the same body as one that reset two hosts together (two replicas
+lost at the same instant while identical requests were in flight on both) are refused too, until one
+identical request already past the check is answered somewhere, or for at most `ttl` after the last reset.
+
 Pure state, the clock passed in; bounded (LRU, `capacity` fingerprints). While nothing is
 remembered the caller skips fingerprinting altogether (`active` is False), so the hot path pays
 nothing until some connection resets.
