@@ -129,15 +129,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._deadline > self.loop.time():  # the deadline moved on since the timer was set
             self._timer = self.loop.call_at(self._deadline, self._timed_out)
             return
+        if self.flow.read_paused:  # our own back-pressure (or a pipelined request waiting), not a slow client
+            self._now = self.loop.time()
+            self._set_deadline(self.limits.header_timeout if self._in_head else self.limits.body_timeout)
+            return
         if self._in_head:
             self._close_with(_response(408, "Request Timeout", "request headers not received in time"))
             return
         cycle = self.cycle
-        if not self._started or cycle is None or cycle.response_complete:
-            return
-        if self.flow.read_paused:  # our own back-pressure, not a slow client
-            self._now = self.loop.time()
-            self._set_deadline(self.limits.body_timeout)
+        if cycle is None or cycle.response_complete:
             return
         if not cycle.response_started:
             self.transport.write(_response(408, "Request Timeout", "request body not received in time"))
