@@ -83,13 +83,21 @@ def _dns_label(value: str) -> str:
 Name = Annotated[str, AfterValidator(_dns_label)]
 
 
+MAX_VERSION_DIGITS = 9
+
+
 def parse_version(value: Any) -> int:
     """Versions are repository directory numbers; accept 2, "2" and "v2"."""
     text = str(value).strip()
     if text.lower().startswith("v"):
         text = text[1:]
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{value!r} is not a model version: versions are positive integers like 1 or v1")
+    # Bounded before int(): 5,000 digits would hit Python's int-conversion limit (and echo back whole).
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_VERSION_DIGITS or int(text) < 1:
+        shown = repr(value) if len(str(value)) <= 32 else f"{str(value)[:32]!r}... ({len(str(value))} characters)"
+        raise ValueError(
+            f"{shown} is not a model version: versions are positive integers like 1 or v1, "
+            f"at most {MAX_VERSION_DIGITS} digits"
+        )
     return int(text)
 
 
@@ -197,6 +205,10 @@ class Retries(Strict):
     attempts: int = Field(2, ge=0, description="retries after the first try (Istio retries.attempts)")
     per_try_timeout: Duration | None = Field(None, description="defaults to the overall timeout")
     retry_on: list[str] = Field(default_factory=lambda: ["connect-failure", "refused-stream", "5xx"])
+    budget_percent: Percent = Field(
+        20.0, description="Envoy's retry budget: retries at most this share of the active requests at once"
+    )
+    min_retry_concurrency: int = Field(3, ge=0, description="the retry budget never allows fewer retries than this")
 
     @field_validator("retry_on")
     @classmethod
@@ -395,6 +407,11 @@ class Gateway(Strict):
     hide_credentials: bool = True
     rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(second=1000))
     consumers: list[Consumer] = Field(default_factory=list)
+    allow_empty: bool = Field(
+        False,
+        description="apply a live reload that leaves no consumer or no route even while traffic flows "
+        "(without it the embedded gateway keeps the previous spec: services/gateway/reload.py)",
+    )
 
     @model_validator(mode="after")
     def _consumers_distinct(self) -> Gateway:

@@ -32,7 +32,7 @@ import yaml
 
 from mesh.spec import MeshSpec, load_spec
 from observability.alerts import write_rules
-from services.discovery import ENDPOINTS_FILE
+from services.discovery import ENDPOINTS_FILE, METRICS_PORT_META
 from services.discovery.static import Table, parse_table
 
 BINARY_ENV = "MESHSERVE_PROMETHEUS"  # path of the binary, or "off"
@@ -46,13 +46,18 @@ SERVICE = "prometheus"
 
 
 def file_sd_targets(table: Table) -> list[dict[str, Any]]:
-    """The discovery table as Prometheus file_sd target groups (one group per instance)."""
+    """The discovery table as Prometheus file_sd target groups (one group per instance).
+
+    An endpoint whose metadata names a `metrics_port` (the gateway: its metrics are on its status
+    port, not on the public one) is scraped there."""
     groups = []
     for service in sorted(table):
         for endpoint in table[service]:
             labels = {"service": service, "job": service, "instance": endpoint.instance}
-            labels.update({f"meta_{k}": v for k, v in sorted(endpoint.meta.items()) if k.isidentifier()})
-            groups.append({"targets": [f"{endpoint.host}:{endpoint.port}"], "labels": labels})
+            meta = dict(endpoint.meta)
+            port = meta.pop(METRICS_PORT_META, None) or endpoint.port
+            labels.update({f"meta_{k}": v for k, v in sorted(meta.items()) if k.isidentifier()})
+            groups.append({"targets": [f"{endpoint.host}:{port}"], "labels": labels})
     return groups
 
 

@@ -97,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         tmpdir = Path(tmp)
         bodies = write_bodies("input", pixels, "logits", tmpdir / "bodies")
         body = bodies["binary"]
-        server_port, gateway_port = free_port(), free_port()
+        server_port, gateway_port, status_port = free_port(), free_port(), free_port()
         server_cmd = [sys.executable, "-m", "services.cli", "serve", "--repository", str(MODELS),
                       "--model", "digits:1", "--port", str(server_port), "--poll-interval", "0"]  # fmt: skip
         spec_path, endpoints_path = tmpdir / "mesh.yaml", tmpdir / "endpoints.json"
         bench_spec(spec_path)
         endpoints(endpoints_path, server_port)
-        gateway_cmd = [sys.executable, "-m", "services.gateway", "--spec", str(spec_path), "--port", str(gateway_port)]
+        gateway_cmd = [sys.executable, "-m", "services.gateway", "--spec", str(spec_path), "--port", str(gateway_port),
+                       "--status-port", str(status_port)]  # fmt: skip
         env = {"PYTHONPATH": str(REPO), KEY_ENV: KEY, "MESHSERVE_DISCOVERY": f"static:{endpoints_path}"}
         direct = f"http://127.0.0.1:{server_port}/v2/models/digits/infer"
         through = f"http://127.0.0.1:{gateway_port}/v2/models/digits/infer"
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 server_cmd, direct.replace("/infer", "/ready"), tmpdir / "server.log", SERVER_CORE, env, REPO
             ) as ms,
             serving(
-                gateway_cmd, through.rsplit("/v2", 1)[0] + "/healthz", tmpdir / "gw.log", GATEWAY_CORE, env, REPO
+                gateway_cmd, f"http://127.0.0.1:{status_port}/ready", tmpdir / "gw.log", GATEWAY_CORE, env, REPO
             ) as gw,
         ):
             import onnxruntime as ort

@@ -43,6 +43,9 @@ def route_policy(resilience: Resilience) -> dict[str, Any]:
     return {"timeout": format_duration(resilience.timeout), "retries": retries}
 
 
+PANIC_BELOW_PERCENT = 1
+
+
 def traffic_policy(resilience: Resilience) -> dict[str, Any]:
     pool, outlier = resilience.connection_pool, resilience.outlier_detection
     return {
@@ -55,6 +58,9 @@ def traffic_policy(resilience: Resilience) -> dict[str, Any]:
             "interval": format_duration(outlier.interval),
             "baseEjectionTime": format_duration(outlier.base_ejection_time),
             "maxEjectionPercent": _whole_percent(outlier.max_ejection_percent, "max_ejection_percent"),
+            # Envoy's panic threshold: below 1% healthy, i.e. with no host left in rotation, balance over
+            # all hosts instead of answering 503 (as the local client does: services/common/upstream.py).
+            "minHealthPercent": PANIC_BELOW_PERCENT,
         },
     }
 

@@ -12,6 +12,22 @@ Transport: services.common.http1 (asyncio + httptools), not aiohttp or httpx: me
 a small POST at concurrency 32 cost ~19 us of client CPU with it, ~70-88 us with aiohttp 3.14
 and several times that with httpx 0.28 (see http1's docstring); the gateway pays it per request.
 
+What counts against a host (outlier detection, as Envoy's `consecutive_5xx` over the host's own
+failures): a connect failure, reset or timeout, and a 5xx answer, except two kinds of 5xx a healthy
+host gives: a 503 with Retry-After (load shed by admission control, "queue full", or a draining
+replica: load, not a fault) and a 5xx naming a failed dependency in `x-meshserve-dependency-failed`
+(the business API's answer when one of its stages failed: the host answered, its dependency did
+not). Those two are neutral: neither a failure nor a success for the host; they are still retried
+under `retry_on`.
+
+Retries are bounded twice: `retries.attempts` per request, and Envoy's retry budget across requests
+(at most `budget_percent` of this upstream's active requests may be retries at once, never fewer
+than `min_retry_concurrency`), so a slow or overloaded upstream is not sent more work than it got.
+Unlike Envoy, a retry after a connect failure or a reset is not held to the budget: no work reached a
+live host, and a replica killed under load must cost no client an error however many were in flight.
+A request whose try ended with its connection reset is remembered (services.common.quarantine):
+once the same request has reset two hosts it is refused (502) instead of crashing a third.
+
 Propagation: x-request-id and W3C trace headers bound with `bind_request_headers()` (a context
 variable) are added to every outgoing request unless the caller passes them. When tracing is on
 (services.common.tracing), each try is a CLIENT span whose context goes out as `traceparent`;
@@ -32,12 +48,15 @@ import orjson
 
 from mesh.spec import Resilience
 from services.common import http1, tracing
+from services.common.quarantine import ResetMemory, fingerprint
 from services.common.upstream import EndpointLike, Host, HostPool
 
 log = logging.getLogger(__name__)
 
 PROPAGATED_HEADERS = ("x-request-id", "traceparent", "tracestate")
 RETRY_AFTER_SECONDS = 1
+# On a 5xx: the answering service names the dependency (stage) that failed; not the host's own failure.
+DEPENDENCY_FAILED_HEADER = "x-meshserve-dependency-failed"
 
 _request_headers: ContextVar[Mapping[str, str] | None] = ContextVar("meshserve_request_headers", default=None)
 _injectors: list[Callable[[MutableMapping[str, str]], Any]] = []
@@ -88,6 +107,14 @@ class UpstreamConnectError(UpstreamError):
     reason = "connect_failure"
 
 
+class QueryOfDeath(UpstreamError):
+    """The same request reset the connection of too many hosts: refused rather than tried again."""
+
+    status = 502
+    reason = "query_of_death"
+    retry_after = None
+
+
 class UpstreamTimeout(UpstreamError):
     """The per-try or overall timeout ran out (Envoy: 'upstream request timeout')."""
 
@@ -129,6 +156,7 @@ class ClientEvents(Protocol):
     def ejected(self, service: str, instance: str) -> None: ...
     def readmitted(self, service: str, instance: str) -> None: ...
     def rejected(self, service: str, reason: str) -> None: ...
+    def retry_skipped(self, service: str, reason: str) -> None: ...
 
 
 class NoEvents:
@@ -144,6 +172,9 @@ class NoEvents:
     def rejected(self, service: str, reason: str) -> None:
         return None
 
+    def retry_skipped(self, service: str, reason: str) -> None:
+        return None
+
 
 class Discovery(Protocol):
     def endpoints(self, service: str) -> list[Any]: ...
@@ -152,6 +183,10 @@ class Discovery(Protocol):
 # --------------------------------------------------------------------------- retry conditions
 
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
+# Failures where the host did no work that a retry would add to (nothing reached it, or it died with the
+# request): retried outside the retry budget, so that a replica SIGKILLed under load costs no client an
+# error at any concurrency. The budget bounds retries of answered 5xx and timeouts: work on a busy host.
+_LOST_WORK = frozenset({"connect-failure", "reset"})
 
 
 def should_retry(conditions: frozenset[str], *, status: int | None = None, failure: str | None = None) -> bool:
@@ -170,6 +205,12 @@ def should_retry(conditions: frozenset[str], *, status: int | None = None, failu
     return "5xx" in conditions or ("gateway-error" in conditions and status in _GATEWAY_STATUSES)
 
 
+def neutral_5xx(reply: Reply) -> bool:
+    """A 5xx that is no failure of the answering host: load shed (503 + Retry-After) or a named dependency."""
+    headers = reply.headers
+    return (reply.status == 503 and "retry-after" in headers) or DEPENDENCY_FAILED_HEADER in headers
+
+
 # --------------------------------------------------------------------------- one upstream
 
 
@@ -180,6 +221,8 @@ class Upstream:
         self.service = service
         self.events = events
         self.active = 0  # requests inside this upstream (in flight or waiting for a connection)
+        self.active_retries = 0  # of those, the ones on a retry (Envoy's retry budget counts these)
+        self.quarantine = ResetMemory()
         self.pool = HostPool(
             resilience.outlier_detection,
             on_eject=lambda h: events.ejected(service, h.instance),
@@ -197,6 +240,8 @@ class Upstream:
         self.timeout = resilience.timeout
         self.per_try = retries.per_try_timeout or resilience.timeout
         self.retry_on = frozenset(retries.retry_on)
+        self.budget_share = retries.budget_percent / 100.0
+        self.min_retries = retries.min_retry_concurrency
         self.max_active = resilience.connection_pool.max_connections + resilience.connection_pool.max_pending_requests
         self.connections.max_connections = resilience.connection_pool.max_connections
 
@@ -217,7 +262,13 @@ class Upstream:
         loop_time = time.monotonic
         deadline = loop_time() + self.timeout
         tried: list[Host] = []
+        memory = self.quarantine
+        key = None
+        if memory.active:  # something reset lately: is this request one that did?
+            key = fingerprint(method, path, body)
+            self._refuse_if_poison(key, memory.hosts(key, loop_time()))
         self.active += 1
+        retrying = False
         try:
             for attempt in range(self.attempts):
                 now = loop_time()
@@ -232,24 +283,54 @@ class Upstream:
                 try_once = self._traced_try if tracing.tracing_enabled() else self._try
                 failure, reply = await try_once(host, method, path, body, outgoing, min(self.per_try, remaining))
                 failed = failure is not None or reply.status >= 500
-                self.pool.record(host, failed, loop_time())
+                if reply is None or reply.status < 500 or not neutral_5xx(reply):
+                    self.pool.record(host, failed, loop_time())
+                if failure == "reset":
+                    key = key or fingerprint(method, path, body)
+                    self._refuse_if_poison(key, memory.reset(key, host.key, loop_time()))
+                elif failure is None and memory.active:  # answered: whatever it is, it is no query of death
+                    memory.answered(key or fingerprint(method, path, body))
                 if not failed:
                     return reply
                 if (
                     last
                     or deadline - loop_time() <= 0
                     or not should_retry(self.retry_on, status=None if reply is None else reply.status, failure=failure)
+                    or not (retrying or failure in _LOST_WORK or self._retry_allowed())
                 ):
                     if reply is not None:
                         return reply
                     if failure == "timeout":
                         raise UpstreamTimeout(self.service, "upstream request timeout")
                     raise UpstreamConnectError(self.service, f"upstream connect error or disconnect/reset ({failure})")
+                if not retrying:
+                    retrying = True
+                    self.active_retries += 1
                 tried.append(host)
                 self.events.retried(self.service)
             raise AssertionError("unreachable")  # the last attempt always returns or raises
         finally:
             self.active -= 1
+            if retrying:
+                self.active_retries -= 1
+
+    def _retry_allowed(self) -> bool:
+        """Envoy's retry budget: retrying requests at most a share of the active ones (with a floor)."""
+        if self.active_retries < max(self.min_retries, self.budget_share * self.active):
+            return True
+        self.events.retry_skipped(self.service, "retry_budget")
+        return False
+
+    def _refuse_if_poison(self, key: object, hosts: int) -> None:
+        if hosts < self.quarantine.max_hosts:
+            return
+        self.events.rejected(self.service, QueryOfDeath.reason)
+        ttl = self.quarantine.ttl
+        raise QueryOfDeath(
+            self.service,
+            f"request refused: the same request reset the connection of {hosts} hosts (a possible query of "
+            f"death); it is not sent again for {ttl:.0f} s",
+        )
 
     async def _try(
         self, host: Host, method: str, path: str, body: bytes, headers: Mapping[str, str], timeout: float

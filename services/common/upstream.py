@@ -7,6 +7,12 @@ timeouts count as 5xx, as Envoy does without split local-origin errors) eject a 
 `base_ejection_time x times ejected`; it is readmitted after that with its counter reset; the
 multiplier decays by one per `interval` spent healthy; and no ejection takes more than
 `max_ejection_percent` of the hosts out, except that one host may always be ejected.
+
+Panic (Envoy's healthy panic threshold, at its floor): ejection never leaves a route with no host
+while a host exists. When every host is ejected, `pick` balances over all of them, ejected or not,
+so an upstream whose only replica was ejected is tried again at once instead of answering 503 for
+the whole ejection time; a host that is back answers, one that is still down fails the try as it
+would have without ejection.
 """
 
 from __future__ import annotations
@@ -117,7 +123,7 @@ class HostPool:
         self.readmit_due(now)
         hosts = self.hosts
         if self.ejected_count:
-            hosts = [h for h in hosts if not h.ejected]
+            hosts = [h for h in hosts if not h.ejected] or hosts  # none left in rotation: panic, use all
         if exclude and len(hosts) > 1:
             others = [h for h in hosts if h not in exclude]
             hosts = others or hosts

@@ -19,7 +19,8 @@ from services.common.settings import RUN_DIR_ENV
 
 DISCOVERY_ENV = "MESHSERVE_DISCOVERY"
 ENDPOINTS_FILE = "endpoints.json"
-__all__ = ["DISCOVERY_ENV", "ENDPOINTS_FILE", "RUN_DIR_ENV", "Discovery", "Endpoint", "from_env"]
+__all__ = ["DISCOVERY_ENV", "ENDPOINTS_FILE", "METRICS_PORT_META", "RUN_DIR_ENV", "Discovery", "Endpoint", "from_env"]
+METRICS_PORT_META = "metrics_port"  # endpoint metadata: the port its /metrics is on, when not `port`
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,13 @@ one over `max_body_bytes` is refused with 413 before anything goes upstream.
 `x-model-version` names the version that answered, or would have: on every answer for a v2 model
 route once a version is chosen (the upstream's own header, else the chosen version), including the
 gateway's 413 and 503s/504s for that version (e.g. a dead canary's 503 names the canary). It is
-absent where no version was chosen: 401, 429, routing 400/404s, /healthz, /metrics, and pipeline
-routes unless their upstream sets it.
+absent where no version was chosen: 401, 429, routing 400/404s, and pipeline routes unless their
+upstream sets it.
+
+The public port serves routes only: /metrics and health are on the status port
+(services.gateway.status). What goes upstream and back is filtered by services.gateway.headers
+(hop-by-hop fields, every credential location); a changed mesh.yaml is applied as
+services.gateway.reload says (after a settle time, never one that locks everyone out by accident).
 """
 
 from __future__ import annotations
@@ -26,32 +31,25 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mesh.spec import SpecError, load_spec
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
 from services.gateway import metrics
 from services.gateway.agreement import agreement, top1
+from services.gateway.headers import passed_back, upstream_headers
+from services.gateway.keyauth import Unauthorized, authenticate
 from services.gateway.policy import ModelRoute, PipelineRoute, Policy, RouteError, build_policy, split_model_path
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.reload import SETTLE_S, TRAFFIC_WINDOW_S, refusal
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 UNMATCHED = "unmatched"  # the route label of paths that match no route (never the raw path)
 MAX_MIRRORS_IN_FLIGHT = 256
-# Not forwarded upstream: hop-by-hop headers, and the ones the client sets from the endpoint and body.
-_REQUEST_SKIP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection", "host", "content-length"}
-    | {"expect"}  # the whole body is already read: no 100-continue upstream
-)
-_RESPONSE_SKIP = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"x-request-id", b"server"}
-)
 _JSON = (b"content-type", b"application/json")
 
 
@@ -69,12 +67,15 @@ class Gateway:
         *,
         environ: Mapping[str, str] | None = None,
         poll_interval: float = 0.5,
+        settle: float = SETTLE_S,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.spec_path = Path(spec_path)
         self.discovery = discovery
         self.environ = os.environ if environ is None else environ
         self.poll_interval = poll_interval
+        self.settle = settle
+        self.last_request = -TRAFFIC_WINDOW_S  # perf_counter of the latest request (is traffic flowing?)
         self.max_body_bytes = max_body_bytes
         self.policy: Policy = build_policy(load_spec(self.spec_path), self.environ)
         self.limiter = RateLimiter()
@@ -125,14 +126,8 @@ class Gateway:
     # ------------------------------------------------------------------ one request
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        start = time.perf_counter()
+        start = self.last_request = time.perf_counter()
         path: str = scope["path"]
-        if path == "/healthz":
-            await _respond(send, 200, [_JSON], b'{"status":"ok"}')
-            return
-        if path == "/metrics":
-            await _respond(send, 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest())
-            return
         policy = self.policy
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
@@ -153,28 +148,11 @@ class Gateway:
             route_label = path if pipeline is not None else UNMATCHED
         error_key = "error" if model_route is not None or path.startswith("/v2/") else "message"
 
-        # Kong key-auth: a header first, then a query parameter.
-        query: bytes = scope.get("query_string", b"")
-        key, key_header, query_params = None, None, None
-        for name in policy.key_names:
-            if name in headers:
-                key, key_header = headers[name], name
-                break
-        if key is None and query:
-            query_params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            key = next((v for k, v in query_params if k.lower() in policy.key_names), None)
-        if not key:
-            await _refuse(send, 401, extra, "message", "No API key found in request", route_label, start)
+        try:
+            consumer, query, credentials = authenticate(policy, headers, scope.get("query_string", b""))
+        except Unauthorized as exc:
+            await _refuse(send, 401, extra, "message", str(exc), route_label, start)
             return
-        consumer = policy.keys.get(key)
-        if consumer is None:
-            await _refuse(send, 401, extra, "message", "Invalid authentication credentials", route_label, start)
-            return
-        if policy.hide_credentials:
-            if key_header is not None:
-                del headers[key_header]
-            elif query_params is not None:
-                query = urlencode([(k, v) for k, v in query_params if k.lower() not in policy.key_names]).encode()
 
         limits = policy.limits.get(consumer)
         if limits:
@@ -220,7 +198,7 @@ class Gateway:
             return
         except ClientGone:
             return  # nobody to answer, and a truncated body must not go upstream
-        outgoing = {k: v for k, v in headers.items() if k not in _REQUEST_SKIP}
+        outgoing = upstream_headers(headers, credentials)
         outgoing["x-request-id"] = request_id
         outgoing["x-consumer-username"] = consumer
         target = scope.get("raw_path") or path.encode()
@@ -251,17 +229,7 @@ class Gateway:
                 mirror_future.set_result(reply)
         if reply is not None:
             status, payload = reply.status, reply.body
-            response_headers = []
-            version_bytes = b""
-            for raw_name, raw_value in reply.raw_headers:
-                name_bytes = raw_name.lower()
-                if name_bytes in _RESPONSE_SKIP:
-                    continue
-                if name_bytes == b"x-model-version":
-                    version_bytes = raw_value
-                response_headers.append((name_bytes, raw_value))
-            response_headers.extend(extra)
-            answered_version = version_bytes.decode("latin-1")
+            response_headers, answered_version = passed_back(reply.raw_headers, extra)
             if not answered_version and model_route is not None:
                 answered_version = str(version)
                 response_headers.extend(chosen)
@@ -350,22 +318,44 @@ class Gateway:
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     async def reload(self) -> bool:
-        """Re-validate mesh.yaml and swap the policy in one assignment; an invalid file changes nothing."""
+        """Re-validate mesh.yaml and swap the policy in one assignment; an invalid file changes nothing,
+        nor does one that would lock every consumer out or drop every route while traffic flows."""
         try:
             spec = await asyncio.to_thread(load_spec, self.spec_path)
         except SpecError as exc:
             log.error("mesh spec change ignored, the previous spec stays in force: %s", exc)
+            metrics.SPEC_RELOADS.labels("invalid").inc()
             return False
-        self.policy = build_policy(spec, self.environ)
+        policy = build_policy(spec, self.environ)
+        flowing = time.perf_counter() - self.last_request < TRAFFIC_WINDOW_S
+        reason = refusal(self.policy, policy, flowing)
+        if reason is not None:
+            log.error("mesh spec change refused, the previous spec stays in force: %s", reason)
+            metrics.SPEC_RELOADS.labels("refused").inc()
+            metrics.SPEC_REFUSED.set(1)
+            return False
+        self.policy = policy
+        metrics.SPEC_RELOADS.labels("applied").inc()
+        metrics.SPEC_REFUSED.set(0)
         log.info("mesh spec reloaded from %s", self.spec_path)
         return True
 
     async def _watch_spec(self) -> None:
+        """Apply a change once the file has stayed the same for `settle` seconds (a half-written file
+        that an editor or a copy is still writing is never read as the new spec)."""
         seen = self._spec_identity()
         while True:
             await asyncio.sleep(self.poll_interval)
             current = self._spec_identity()
             if current is None or current == seen:
+                continue
+            while True:  # wait for the writer to finish
+                await asyncio.sleep(self.settle)
+                settled = self._spec_identity()
+                if settled == current:
+                    break
+                current = settled
+            if current is None:
                 continue
             seen = current
             try:

@@ -30,8 +30,22 @@ EJECTED = Gauge("meshserve_gateway_ejected", "1 while a host is ejected by outli
 RATE_LIMITED = Counter("meshserve_gateway_rate_limited_total", "Requests refused with 429.", ["consumer"])
 REJECTED = Counter(
     "meshserve_gateway_rejected_total",
-    "Requests failed fast with 503 (reason: pending_overflow, no_healthy_upstream).",
+    "Requests failed fast without (another) try: 503 for pending_overflow and no_healthy_upstream, 502 for "
+    "query_of_death (the same request reset the connection of two hosts).",
     ["upstream", "reason"],
+)
+RETRIES_SKIPPED = Counter(
+    "meshserve_gateway_retries_skipped_total",
+    "Retries not sent although retry_on allowed them (reason: retry_budget, Envoy's retry budget).",
+    ["upstream", "reason"],
+)
+SPEC_RELOADS = Counter(
+    "meshserve_gateway_spec_reloads_total",
+    "Changed mesh.yaml files by outcome: applied, invalid (kept the old one), refused (would lock everyone out).",
+    ["outcome"],
+)
+SPEC_REFUSED = Gauge(
+    "meshserve_gateway_spec_reload_refused", "1 while the latest mesh.yaml change was refused and the old spec serves."
 )
 MIRROR_REQUESTS = Counter(
     "meshserve_gateway_mirror_requests_total",
@@ -78,3 +92,6 @@ class GatewayEvents:
 
     def rejected(self, service: str, reason: str) -> None:
         REJECTED.labels(service, reason).inc()
+
+    def retry_skipped(self, service: str, reason: str) -> None:
+        RETRIES_SKIPPED.labels(service, reason).inc()

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mesh.spec import MeshSpec
+from services.discovery import METRICS_PORT_META
 
 MODEL_HEALTH = "/v2/health/ready"
 STAGE_HEALTH = "/ready"
-GATEWAY_HEALTH = "/healthz"
+GATEWAY_HEALTH = "/ready"  # on the gateway's status port (services.gateway.status)
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,15 @@ class ProcessSpec:
     meta: dict[str, str] = field(default_factory=dict, hash=False)
     env: dict[str, str] = field(default_factory=dict, hash=False)
     discoverable: bool = True  # listed in discovery (everything the mesh routes to)
+    health_port: int | None = None  # where `health_path` answers, when not on `port` (the gateway's status port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port or self.port}{self.health_path}"
 
 
 def plan_processes(
@@ -66,6 +72,9 @@ def plan_processes(
             processes.append(ProcessSpec(service, f"{service}-{i}", (*argv, "--port", str(port)), port, STAGE_HEALTH))
     if with_gateway:
         port = gateway_port or spec.gateway.port
+        status = next_port()
         argv = (python, "-m", "services.gateway", "--spec", str(spec_path), "--port", str(port))
-        processes.append(ProcessSpec("gateway", "gateway-0", argv, port, GATEWAY_HEALTH))
+        argv += ("--status-port", str(status))
+        meta = {METRICS_PORT_META: str(status)}
+        processes.append(ProcessSpec("gateway", "gateway-0", argv, port, GATEWAY_HEALTH, meta, health_port=status))
     return processes

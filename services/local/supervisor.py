@@ -256,7 +256,7 @@ class LocalStack:
 
     def _probe(self, managed: Managed) -> bool:
         try:
-            return self._http.get(managed.spec.url + managed.spec.health_path).status_code == 200
+            return self._http.get(managed.spec.health_url).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -377,7 +377,7 @@ class LocalStack:
                     "instance": m.spec.instance,
                     "pid": m.proc.pid if m.proc else None,
                     "port": m.spec.port,
-                    "health": m.spec.url + m.spec.health_path,
+                    "health": m.spec.health_url,
                     "log": str(m.log_path),
                     **{k: m.spec.meta[k] for k in ("model", "version") if k in m.spec.meta},
                 }

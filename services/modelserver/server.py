@@ -18,6 +18,7 @@ from types import FrameType
 
 import uvicorn
 
+from services.common.httpserver import config as http_config
 from services.common.lifecycle import follow_supervisor
 from services.modelserver.app import InferenceApp, Settings, build_app
 
@@ -87,18 +88,8 @@ def serve(
     exit_on_load_failure: bool = False,
 ) -> int:
     app = build_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,  # keep the ECS JSON logging set up by services.common.telemetry
-        server_header=False,
-        timeout_graceful_shutdown=max(drain_limit, 1.0),
-    )
+    # Header caps, read timeouts, no trailers: services.common.httpserver (uvloop, httptools, no access log).
+    config = http_config(app, host=host, port=port, timeout_graceful_shutdown=max(drain_limit, 1.0))
     server = DrainingServer(config, app, drain_grace, drain_limit, exit_on_load_failure)
     follow_supervisor()
     server.run()

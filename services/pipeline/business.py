@@ -8,6 +8,12 @@ version is services.pipeline.traffic's one setting: locally the business API, by
 (services.gateway.policy.ModelRoute.resolve: the override header, else the weighted split), so the
 split exists once; on Kubernetes Istio, with the business API calling the model's plain Service and
 reading the version from the answer. The spec is re-read when mesh.yaml changes.
+
+Errors tell "I failed" from "my dependency failed": the caller's input refused by a stage passes on as
+that stage's 4xx; a stage or the model that failed answers 502 (it answered 5xx), 503 (unreachable,
+overloaded; with Retry-After) or 504 (timed out), with {"error", "stage"} and the header
+x-meshserve-dependency-failed naming the failing service, so the gateway does not eject this healthy
+host for it. An error of the business API itself is a plain 500.
 """
 
 from __future__ import annotations
@@ -26,17 +32,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mesh.spec import MeshSpec, Pipeline, Resilience, SpecError, load_spec, parse_version
-from services.common.client import Client, Reply, UpstreamError, bind_request_headers
+from services.common.client import DEPENDENCY_FAILED_HEADER, Client, Reply, UpstreamError, bind_request_headers
 from services.common.files import file_identity
 from services.discovery import Discovery
 from services.gateway.policy import ModelRoute, RouteError, build_model_route
-from services.pipeline.service import JSON, BadRequest, create_app, error_response
+from services.pipeline.service import JSON, BadRequest, create_app, error_response, read_body
 from services.pipeline.shadow import Shadow
 from services.pipeline.tensors import OCTET, SHAPE_HEADER, from_raw, shape_header, v2_infer_request, v2_output
 from services.pipeline.traffic import TrafficSettings, single_try
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 8 * 1024 * 1024  # an image for the first stage (image-preprocess accepts no more)
 STAGE_PATHS = {"image-preprocess": "/v1/preprocess", "classification-postprocess": "/v1/postprocess"}
 
 
@@ -111,11 +118,12 @@ class LiveSpec:
 
 
 class StageFailed(Exception):
-    """A hop answered with an error: `status` and {"error"} for the caller."""
+    """A hop answered with an error: `status` and {"error"} for the caller; `stage` names the service
+    that failed when it is a dependency's failure (a 5xx), empty when the caller's input was refused."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, stage: str = "") -> None:
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.status, self.message, self.headers, self.stage = status, message, headers or {}, stage
 
 
 def _error_text(reply: Reply) -> str:
@@ -142,7 +150,7 @@ class PipelineRunner:
         if 400 <= reply.status < 500:  # the caller's input was refused: pass it on as is
             raise StageFailed(reply.status, _error_text(reply))
         if reply.status != 200:
-            raise StageFailed(502, f"{service} answered {reply.status}: {_error_text(reply)}")
+            raise StageFailed(502, f"{service} answered {reply.status}: {_error_text(reply)}", stage=service)
         return reply
 
     async def _signature(self, plan: Plan, call: ModelCall) -> tuple[str, str]:
@@ -155,7 +163,8 @@ class PipelineRunner:
                 call.service, "GET", call.base_path, resilience=plan.model_resilience, headers=call.headers
             )
             if reply.status != 200:
-                raise StageFailed(502, f"{call.service} metadata answered {reply.status}: {_error_text(reply)}")
+                message = f"{call.service} metadata answered {reply.status}: {_error_text(reply)}"
+                raise StageFailed(502, message, stage=call.service)
             meta = reply.json()
             known = (meta["inputs"][0]["name"], meta["outputs"][0]["name"])
             self.signatures[key] = known
@@ -174,17 +183,17 @@ class PipelineRunner:
             headers={**headers, **call.headers},
         )
         if reply.status == 503:  # overloaded: shed fast, tell the caller when to come back
-            raise StageFailed(
-                503, f"{call.service}: {_error_text(reply)}", {"retry-after": reply.headers.get("retry-after", "1")}
-            )
+            retry_after = {"retry-after": reply.headers.get("retry-after", "1")}
+            raise StageFailed(503, f"{call.service}: {_error_text(reply)}", retry_after, stage=call.service)
         if reply.status != 200:
-            raise StageFailed(502, f"{call.service} answered {reply.status}: {_error_text(reply)}")
+            raise StageFailed(502, f"{call.service} answered {reply.status}: {_error_text(reply)}", stage=call.service)
         version = call.version
         if version is None:
             try:
                 version = parse_version(reply.headers.get("x-model-version"))
             except ValueError:
-                raise StageFailed(502, f"{call.service} answered without a valid x-model-version header") from None
+                message = f"{call.service} answered without a valid x-model-version header"
+                raise StageFailed(502, message, stage=call.service) from None
         return v2_output(reply.body, reply.headers, output_name), version
 
     async def run(self, plan: Plan, call: ModelCall, body: bytes, content_type: str) -> dict:
@@ -209,10 +218,17 @@ class PipelineRunner:
             else:
                 result = reply.json()
         if result is None or not result.get("predictions"):
-            raise StageFailed(502, "the pipeline's last stage gave no predictions")
+            raise StageFailed(502, "the pipeline's last stage gave no predictions", stage=plan.stage_services[-1][0])
         first = result["predictions"][0]
         answer = {"label": first["label"], "score": first["score"], "top_k": first["top_k"]}
         return {**answer, "model_version": str(version)}
+
+
+def dependency_failed(status: int, message: str, stage: str, headers: dict[str, str]) -> Response:
+    """A stage (or the model) failed, not this service: 502/503/504 naming it in the body and in
+    x-meshserve-dependency-failed, so the gateway does not eject this host for it (services.common.client)."""
+    body = orjson.dumps({"error": message, "stage": stage})
+    return Response(body, status, {**headers, DEPENDENCY_FAILED_HEADER: stage}, media_type=JSON)
 
 
 def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: TrafficSettings | None = None):
@@ -239,7 +255,10 @@ def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: Traffic
         request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
         bind_request_headers({**request.headers, "x-request-id": request_id})
         headers = {"x-request-id": request_id}
-        body = await request.body()
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BadRequest as exc:
+            return error_response(exc.status, exc.message, headers)
         plan = live.current()
         try:
             call = choose_model_call(plan, traffic, request.headers)
@@ -249,12 +268,16 @@ def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: Traffic
             headers["x-model-version"] = str(call.version)
         try:
             result = await state["pipeline"].run(plan, call, body, request.headers.get("content-type", ""))
-        except (StageFailed, BadRequest) as exc:
-            return error_response(exc.status, exc.message, {**headers, **getattr(exc, "headers", {})})
+        except BadRequest as exc:
+            return error_response(exc.status, exc.message, headers)
+        except StageFailed as exc:
+            if not exc.stage:
+                return error_response(exc.status, exc.message, {**headers, **exc.headers})
+            return dependency_failed(exc.status, exc.message, exc.stage, {**headers, **exc.headers})
         except UpstreamError as exc:
             if exc.retry_after is not None:
                 headers["retry-after"] = str(exc.retry_after)
-            return error_response(exc.status, str(exc), headers)
+            return dependency_failed(exc.status, str(exc), exc.service, headers)
         headers["x-model-version"] = result["model_version"]
         return Response(orjson.dumps(result), 200, headers, media_type=JSON)
 

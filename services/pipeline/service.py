@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import FrameType
 
 import orjson
-import uvicorn
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.common.httpserver import DrainingServer
+from services.common.httpserver import config as http_config
 from services.common.telemetry import setup_service
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,20 @@ def json_response(payload: object, status: int = 200, headers: dict[str, str] | 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return json_response({"error": message}, status, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (chunked bodies have no length to check)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Health:
@@ -90,27 +103,10 @@ def create_app(
     return app
 
 
-class _DrainingServer(uvicorn.Server):
-    """SIGTERM/SIGINT: /ready turns 503 at once, in-flight requests finish, then uvicorn stops."""
+def run(app: FastAPI, host: str, port: int, drain_grace: float = 0.0, drain_limit: float = 10.0) -> int:
+    """SIGTERM/SIGINT: /ready turns 503 at once, requests in flight finish (within `drain_limit`), then exit.
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float) -> None:
-        super().__init__(config)
-        self.app = app
-        self.grace = grace
-        self._draining = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.app.state.health.ready = False
-        if self._draining or self.grace <= 0:
-            super().handle_exit(sig, frame)
-            return
-        self._draining = True
-        threading.Timer(self.grace, super().handle_exit, (sig, frame)).start()
-
-
-def run(app: FastAPI, host: str, port: int, drain_grace: float = 0.0) -> int:
-    config = uvicorn.Config(
-        app, host=host, port=port, access_log=False, log_config=None, timeout_graceful_shutdown=10, lifespan="on"
-    )
-    _DrainingServer(config, app, drain_grace).run()
+    Header caps, read timeouts and trailers as every service (services.common.httpserver)."""
+    config = http_config(app, host=host, port=port, timeout_graceful_shutdown=drain_limit)
+    DrainingServer(config, on_drain=lambda: setattr(app.state.health, "ready", False), grace=drain_grace).run()
     return 0

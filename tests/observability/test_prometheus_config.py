@@ -32,6 +32,14 @@ def test_file_sd_labels_each_instance_with_its_service() -> None:
     assert file_sd_targets({}) == []
 
 
+def test_the_gateway_is_scraped_on_its_status_port() -> None:
+    """Its public port serves no /metrics (issue 8): the endpoint's metrics_port is the target."""
+    table = {"gateway": [Endpoint("gateway", "gateway-0", "127.0.0.1", 8080, {"metrics_port": "8100"})]}
+    assert file_sd_targets(table) == [
+        {"targets": ["127.0.0.1:8100"], "labels": {"service": "gateway", "job": "gateway", "instance": "gateway-0"}}
+    ]
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (make system-deps)")
 def test_promtool_accepts_the_config(tmp_path: Path) -> None:
     rules = write_rules(load_spec(check_repository=False), tmp_path / "rules.yml")

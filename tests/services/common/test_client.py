@@ -15,6 +15,7 @@ from services.common.client import (
     Client,
     NoHealthyUpstream,
     PendingOverflow,
+    QueryOfDeath,
     UpstreamConnectError,
     UpstreamTimeout,
     add_header_injector,
@@ -23,7 +24,7 @@ from services.common.client import (
 from services.discovery import Endpoint
 from services.discovery.static import StaticDiscovery, write_table
 from tests.services.gateway.stack import Proc, start_echo
-from tests.services.modelserver.serverproc import free_port
+from tests.services.modelserver.serverproc import free_port, wait_for
 
 
 class Events:
@@ -41,6 +42,9 @@ class Events:
 
     def rejected(self, service: str, reason: str) -> None:
         self.seen.append(("rejected", service, reason))
+
+    def retry_skipped(self, service: str, reason: str) -> None:
+        self.seen.append(("retry_skipped", service, reason))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +117,7 @@ def test_without_a_matching_retry_on_the_5xx_is_returned(echoes: dict, tmp_path:
     assert ("retried", "svc") not in events.seen
 
 
-def test_only_dead_endpoints_raise_connect_error_then_no_healthy_upstream(tmp_path: Path) -> None:
+def test_an_ejected_only_endpoint_is_still_tried_panic_mode(tmp_path: Path) -> None:
     found = discovery(tmp_path, {"svc": [("svc-dead", free_port())]})
 
     async def main() -> list[type]:
@@ -125,8 +129,10 @@ def test_only_dead_endpoints_raise_connect_error_then_no_healthy_upstream(tmp_pa
                 raised.append(type(info.value))
         return raised
 
-    # 3 tries per request on the one host; the third failure in a row ejects it (1 of 1 may go).
-    assert run(main()) == [UpstreamConnectError, NoHealthyUpstream, NoHealthyUpstream]
+    # 3 tries per request on the one host; the third failure in a row ejects it (1 of 1 may go), and
+    # yet it is tried again (Envoy's panic mode): a route never has no host while a host exists, so
+    # the outage ends when the host is back, not when its ejection time is over.
+    assert run(main()) == [UpstreamConnectError, UpstreamConnectError, UpstreamConnectError]
     assert NoHealthyUpstream("svc", "x").status == 503 and NoHealthyUpstream.retry_after == 1
 
 
@@ -257,3 +263,72 @@ def test_endpoints_follow_discovery_changes(echoes: dict, tmp_path: Path) -> Non
                 await asyncio.sleep(0.05)
 
     assert run(main()) == ["svc-good", "svc-moved"]
+
+
+@pytest.mark.parametrize("path", ["/shed", "/dependency"])
+def test_load_shed_and_dependency_failures_never_eject_the_host(echoes: dict, tmp_path: Path, path: str) -> None:
+    """A 503 + Retry-After (queue full, draining) or a 5xx naming a failed dependency is not the host's fault."""
+    found = discovery(tmp_path, {"svc": [("svc-good", echoes["good"].port)]})
+    events = Events()
+
+    async def main() -> Counter:
+        async with Client(found, events=events) as client:
+            replies = [await client.request("svc", "GET", path, resilience=policy()) for _ in range(10)]
+            replies.append(await client.request("svc", "GET", "/status/503", resilience=policy()))
+            return Counter(r.status for r in replies)
+
+    assert run(main()) == {503: 11}
+    # 30 answers of the neutral kind left the counter at 0; the plain 503's three tries eject.
+    assert [e for e in events.seen if e[0] == "ejected"] == [("ejected", "svc", "svc-good")]
+
+
+def test_retry_budget_bounds_retries_to_a_share_of_active_requests(echoes: dict, tmp_path: Path) -> None:
+    found = discovery(tmp_path, {"svc": [("svc-broken", echoes["broken"].port)]})
+    events = Events()
+    budget = policy(
+        retries={"attempts": 2, "retry_on": ["5xx"], "budget_percent": 20, "min_retry_concurrency": 1},
+        outlier_detection={"consecutive_5xx_errors": 0},
+        connection_pool={"max_connections": 64, "max_pending_requests": 64},
+    )
+
+    async def main() -> Counter:
+        async with Client(found, events=events) as client:
+            calls = [client.request("svc", "GET", "/sleep/50", resilience=budget) for _ in range(50)]
+            return Counter(r.status for r in await asyncio.gather(*calls))
+
+    assert run(main()) == {503: 50}
+    retried = events.seen.count(("retried", "svc"))
+    assert ("retry_skipped", "svc", "retry_budget") in events.seen
+    assert retried < 50 * 2 / 2, f"{retried} retries for 50 requests: the budget did not bound them"
+
+
+def test_a_query_of_death_resets_two_hosts_at_most_and_is_refused_after(tmp_path: Path) -> None:
+    """Three replicas that die on a marker body: the request kills two and is refused, not sent to a third;
+    the same body is then refused without a try; an innocent request is served by the survivor."""
+    crashers = [start_echo(tmp_path, f"c{i}", env={"ECHO_CRASH_MARKER": "POISON"}) for i in range(3)]
+    try:
+        found = discovery(tmp_path, {"svc": [(f"svc-{i}", p.port) for i, p in enumerate(crashers)]})
+        events = Events()
+        lenient = policy(outlier_detection={"consecutive_5xx_errors": 0})
+
+        async def main() -> tuple[list[str], int]:
+            async with Client(found, events=events) as client:
+                refused = []
+                for _ in range(2):
+                    with pytest.raises(QueryOfDeath) as info:
+                        await client.request("svc", "POST", "/echo", resilience=lenient, body=b"xx POISON xx")
+                    refused.append(str(info.value))
+                innocent = await client.request("svc", "POST", "/echo", resilience=lenient, body=b"fine")
+                return refused, innocent.status
+
+        refused, innocent = run(main())
+        assert "reset the connection of 2 hosts" in refused[0] and "query of death" in refused[0]
+        assert innocent == 200
+        # the exits complete just after the resets: wait for two, then the third must still be alive
+        wait_for(lambda: sum(p.proc.poll() is not None for p in crashers) >= 2, 10, "two replicas to exit")
+        assert sum(p.proc.poll() is None for p in crashers) == 1
+        assert events.seen.count(("rejected", "svc", "query_of_death")) == 2
+        assert QueryOfDeath.status == 502
+    finally:
+        for proc in crashers:
+            proc.stop()

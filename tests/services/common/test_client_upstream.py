@@ -92,12 +92,21 @@ def test_zero_consecutive_errors_disables_ejection() -> None:
     assert events == [] and hosts.pick(1.0) is not None
 
 
-def test_no_host_in_rotation_picks_none() -> None:
+def test_every_host_ejected_panics_to_all_hosts_and_only_no_host_picks_none() -> None:
     hosts, _ = pool(1)
-    fail(hosts, 0, 3, 1.0)
-    assert hosts.pick(2.0) is None
+    assert fail(hosts, 0, 3, 1.0)
+    assert hosts.hosts[0].ejected
+    assert hosts.pick(2.0) is hosts.hosts[0]  # the route keeps its only host (Envoy's panic mode)
     empty, _ = pool(0)
     assert empty.pick(0.0) is None
+
+
+def test_panic_only_when_no_host_is_left_in_rotation() -> None:
+    hosts, _ = pool(3)
+    assert fail(hosts, 0, 3, 1.0) and fail(hosts, 1, 3, 1.0)
+    assert {hosts.pick(2.0).instance for _ in range(50)} == {"e2"}  # one healthy host: ejected ones stay out
+    assert fail(hosts, 2, 3, 1.0)
+    assert {hosts.pick(2.0).instance for _ in range(200)} == {"e0", "e1", "e2"}
 
 
 def test_least_request_prefers_the_idle_host() -> None:

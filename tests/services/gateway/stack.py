@@ -113,6 +113,11 @@ class Stack:
     spec: dict[str, Any]
     servers: dict[str, list[Proc]] = field(default_factory=dict)
     gateway: Proc | None = None
+    status_port: int = 0  # the gateway's status listener: /metrics, /healthz, /ready
+
+    @property
+    def status(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
 
     @property
     def spec_path(self) -> Path:
@@ -155,15 +160,22 @@ class Stack:
         for proc in started:
             wait_model_server(proc)
 
-    def start_gateway(self, extra: dict[str, list[tuple[str, int]]] | None = None, args: Sequence[str] = ()) -> None:
-        """`python -m services.gateway` on a free port, with `args` added to its command line."""
+    def start_gateway(
+        self,
+        extra: dict[str, list[tuple[str, int]]] | None = None,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`python -m services.gateway` on free ports (public + status), with `args` added to its command line."""
         self.write_endpoints(extra)
         self.write_spec()
-        port = free_port()
-        env = {**KEY_ENV, "MESHSERVE_DISCOVERY": f"static:{self.endpoints_path}"}
-        args = [sys.executable, "-m", "services.gateway", "--spec", str(self.spec_path), "--port", str(port), *args]
+        port, self.status_port = free_port(), free_port()
+        env = {**KEY_ENV, "MESHSERVE_DISCOVERY": f"static:{self.endpoints_path}", **(env or {})}
+        args = [sys.executable, "-m", "services.gateway", "--spec", str(self.spec_path), "--port", str(port),
+                "--status-port", str(self.status_port), *args]  # fmt: skip
         self.gateway = _spawn(args, port, self.root / f"gateway-{port}.log", env)
-        _wait_ready(self.gateway, "/healthz", 30)
+        status = Proc(self.gateway.proc, self.status_port, self.gateway.log)
+        _wait_ready(status, "/ready", 30)
 
     def stop(self) -> None:
         if self.gateway is not None:
@@ -174,7 +186,7 @@ class Stack:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the gateway's samples called `name` whose labels include `labels`."""
-        text = httpx.get(self.url + "/metrics", timeout=5).text
+        text = httpx.get(self.status + "/metrics", timeout=5).text
         return sum(
             s.value
             for family in text_string_to_metric_families(text)
@@ -331,11 +343,14 @@ class Background:
         return [r for r in self.results if r.status != 200]
 
 
-def start_echo(log_dir: Path, name: str, port: int | None = None, status: int = 0) -> Proc:
+def start_echo(
+    log_dir: Path, name: str, port: int | None = None, status: int = 0, env: dict[str, str] | None = None
+) -> Proc:
     """tests/services/gateway/echo_app.py under uvicorn, ready (`status`: answer only that)."""
     port = port or free_port()
     args = [sys.executable, "-m", "uvicorn", "tests.services.gateway.echo_app:app", "--port", str(port),
             "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    proc = _spawn(args, port, log_dir / f"echo-{name}-{port}.log", {"ECHO_NAME": name, "ECHO_STATUS": str(status)})
+    env = {"ECHO_NAME": name, "ECHO_STATUS": str(status), **(env or {})}
+    proc = _spawn(args, port, log_dir / f"echo-{name}-{port}.log", env)
     wait_for(lambda: httpx.get(proc.base + "/echo", timeout=5).status_code, 30, f"{proc.base}/echo")
     return proc

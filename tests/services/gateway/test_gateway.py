@@ -174,7 +174,7 @@ def test_pipeline_route_hides_credentials_and_propagates_context(stack: Stack) -
     seen = response.json()
     assert seen["path"] == ROUTE
     assert "apikey" not in seen["headers"]
-    assert seen["query"] == "apikey=" + API_KEY + "&top=3"  # only the credential that was used is removed
+    assert seen["query"] == "top=3"  # every key location is removed (issue 8), the rest kept as sent
     assert seen["headers"]["x-request-id"] == "pipe-1"
     assert seen["headers"]["traceparent"] == traceparent
     assert seen["headers"]["x-consumer-username"] == "demo"
@@ -248,9 +248,17 @@ def test_chunked_body_within_the_limit_goes_upstream_whole(stack: Stack) -> None
     assert response.json()["body_bytes"] == MAX_BODY  # exactly the limit is allowed, every chunk forwarded
 
 
-def test_health_and_metrics_need_no_key(stack: Stack) -> None:
-    assert httpx.get(stack.url + "/healthz").json() == {"status": "ok"}
-    assert "meshserve_gateway_requests_total" in httpx.get(stack.url + "/metrics").text
+def test_health_and_metrics_are_on_the_status_port_only(stack: Stack) -> None:
+    assert httpx.get(stack.status + "/healthz").json() == {"status": "alive"}
+    assert httpx.get(stack.status + "/ready").json() == {"status": "ready"}
+    assert "meshserve_gateway_requests_total" in httpx.get(stack.status + "/metrics").text
+    # The public port lists no consumers or upstream instances to anyone: it is routes only.
+    for path in ("/metrics", "/healthz"):
+        public = httpx.get(stack.url + path)
+        assert public.status_code == 401, public.text
+        assert "meshserve_gateway" not in public.text
+        keyed = httpx.get(stack.url + path, headers={"apikey": API_KEY})
+        assert keyed.status_code == 404 and "meshserve_gateway" not in keyed.text
 
 
 # ------------------------------------------------------------------ mirroring

@@ -32,6 +32,11 @@ def test_demo_spec_plan() -> None:
     assert by_instance["digits-classify-0"].health_path == STAGE_HEALTH
     gateway = by_instance["gateway-0"]
     assert gateway.port == 18080 and gateway.health_path == GATEWAY_HEALTH
+    # health and metrics on the status port (issue 8): probed there, scraped there
+    assert gateway.health_port and gateway.health_port != gateway.port
+    assert gateway.health_url == f"http://127.0.0.1:{gateway.health_port}/ready"
+    assert gateway.meta == {"metrics_port": str(gateway.health_port)}
+    assert gateway.argv[gateway.argv.index("--status-port") + 1] == str(gateway.health_port)
     assert len({p.port for p in plan}) == len(plan)
 
 

@@ -134,3 +134,46 @@ def test_health(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/ready").json()["status"] == "ready"
     assert "meshserve_http_requests_total" in client.get("/metrics").text
+
+
+def test_a_4096_square_png_is_refused_from_its_header_naming_the_limit(client: TestClient) -> None:
+    """A 4096 x 4096 PNG is ~50 KB on the wire and 16.8 M pixels decoded: refused before decoding."""
+    big = png(np.zeros((4096, 4096)))
+    assert len(big) < preprocess.MAX_BODY_BYTES
+    reply = client.post("/v1/preprocess", content=big, headers=PNG)
+    assert reply.status_code == 413, reply.text
+    assert f"at most {preprocess.MAX_PIXELS} pixels" in reply.json()["error"] and "4096x4096" in reply.json()["error"]
+
+
+def test_images_are_decoded_off_the_event_loop(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    seen: list[bool] = []
+    original = preprocess.decode_image
+
+    def recording(data: bytes, channels: int) -> np.ndarray:
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)
+        except RuntimeError:
+            seen.append(False)
+        return original(data, channels)
+
+    monkeypatch.setattr(preprocess, "decode_image", recording)
+    assert client.post("/v1/preprocess", content=png(np.zeros((8, 8))), headers=PNG).status_code == 200
+    assert seen == [False]  # no running loop in the thread that decoded
+
+
+def test_an_endless_chunked_body_is_413_as_soon_as_it_passes_the_limit(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preprocess, "MAX_BODY_BYTES", 1000)
+    sent = [0]
+
+    def endless():
+        while sent[0] < 10_000_000:
+            sent[0] += 100
+            yield b"x" * 100
+
+    reply = client.post("/v1/preprocess", content=endless(), headers=PNG)
+    assert reply.status_code == 413 and "over the limit of 1000 bytes" in reply.json()["error"]
