@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.modelserver.app import Settings
+    from services.modelserver.dataplane import Settings
     from services.modelserver.server import serve
 
     models: dict[str, int | None] = {}

@@ -14,7 +14,8 @@ from types import FrameType
 import uvicorn
 
 from services.common.lifecycle import follow_supervisor
-from services.modelserver.app import InferenceApp, Settings, build_app
+from services.modelserver.app import InferenceApp, build_app
+from services.modelserver.dataplane import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ class DrainingServer(uvicorn.Server):
         self._drain_task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        state = self.app.state
-        state.begin_drain()
-        await state.wait_idle(self.grace, self.limit)
+        plane = self.app.plane
+        plane.begin_drain()
+        await plane.wait_idle(self.grace, self.limit)
         log.info("drained; shutting down")
         self.should_exit = True
 
