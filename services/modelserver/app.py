@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
+from services.common.compression import UnsupportedEncoding, decompress
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
 from services.modelserver.codec import (
@@ -34,12 +35,13 @@ from services.modelserver.codec import (
 from services.modelserver.dataplane import DataPlane, Output, Settings
 from services.modelserver.repository import ServingVersion, is_version
 from services.modelserver.signature import Signature
+from services.modelserver.triton import model_config, model_statistics
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "meshserve"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["model_repository", "binary_tensor_data"]
+EXTENSIONS = ["model_repository", "binary_tensor_data", "model_configuration", "statistics"]
 _INFER_PREFIX = "/v2/models/"
 _INFER_SUFFIX = "/infer"
 _JSON = b"application/json"
@@ -52,9 +54,10 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes = _JSO
     await send({"type": "http.response.body", "body": body})
 
 
-def _check_content_length(scope: Scope, limit: int) -> str | None:
-    """413 for a declared length over `limit`; returns Inference-Header-Content-Length if given."""
-    header_length = None
+def _check_content_length(scope: Scope, limit: int) -> tuple[str | None, str | None]:
+    """413 for a declared length over `limit`; returns Inference-Header-Content-Length and
+    Content-Encoding if given."""
+    header_length = encoding = None
     for key, value in scope["headers"]:
         if key == b"content-length":
             if not value.isdigit():
@@ -63,7 +66,21 @@ def _check_content_length(scope: Scope, limit: int) -> str | None:
                 raise ProtocolError(413, f"request body of {int(value)} bytes is over the limit of {limit}")
         elif key == b"inference-header-content-length":
             header_length = value.decode("latin-1")
-    return header_length
+        elif key == b"content-encoding":
+            encoding = value.decode("latin-1")
+    return header_length, encoding
+
+
+async def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """A compressed body inflated off the event loop, under the body limit (decoded size)."""
+    try:
+        return await asyncio.to_thread(decompress, body, encoding, limit)
+    except BodyTooLarge as exc:
+        raise ProtocolError(413, f"decoded {exc}") from None
+    except UnsupportedEncoding as exc:
+        raise ProtocolError(415, str(exc)) from None
+    except ValueError as exc:
+        raise ProtocolError(400, f"Content-Encoding {encoding}: {exc}") from None
 
 
 class InferenceApp:
@@ -125,11 +142,13 @@ class InferenceApp:
             else:
                 raise ProtocolError(404, f"no such endpoint: POST {path}")
             limit = plane.settings.max_body_bytes
-            header_length = _check_content_length(scope, limit)
+            header_length, encoding = _check_content_length(scope, limit)
             try:
                 body = await read_body(receive, limit)
             except BodyTooLarge as exc:
                 raise ProtocolError(413, str(exc)) from None
+            if encoding is not None:
+                body = await _decoded(body, encoding, limit)
 
             def decode(signature: Signature) -> InferRequest:
                 header, binary = split_body(body, header_length)
@@ -254,6 +273,19 @@ def build_api(plane: DataPlane) -> FastAPI:
     async def ready() -> JSONResponse:
         is_ready = plane.ready()
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    # Triton's statistics extension; before the metadata route, which would take "stats" for a model name
+    @api.get("/v2/models/stats")
+    @api.get("/v2/models/{model}/stats")
+    @api.get("/v2/models/{model}/versions/{version}/stats")
+    async def model_stats(model: str | None = None, version: str | None = None) -> dict:
+        return model_statistics(repository, model, version)
+
+    @api.get("/v2/models/{model}/config")
+    @api.get("/v2/models/{model}/versions/{version}/config")
+    async def model_configuration(model: str, version: str | None = None) -> dict:
+        """Triton's model configuration extension (what perf_analyzer asks first)."""
+        return model_config(repository.get(model, version))
 
     @api.get("/v2/models/{model}")
     @api.get("/v2/models/{model}/versions/{version}")
