@@ -59,6 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, metavar="N")
     parser.add_argument(
+        "--grpc-port", type=int, default=0, metavar="PORT", help="v2 gRPC listener (inference + health); 0 = off"
+    )
+    parser.add_argument(
+        "--grpc-max-message-bytes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="largest gRPC message in or out; never below --max-body-bytes (the default)",
+    )
+    parser.add_argument(
         "--drain-grace",
         type=float,
         default=0.0,
@@ -73,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from services.modelserver.dataplane import Settings
-    from services.modelserver.server import serve
+    from services.modelserver.server import GrpcOptions, serve
 
     models: dict[str, int | None] = {}
     for name, version in args.model:
@@ -87,4 +97,5 @@ def run(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
         max_body_bytes=args.max_body_bytes,
     )
-    return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit)
+    grpc = GrpcOptions(args.grpc_port, args.grpc_max_message_bytes)
+    return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit, grpc)
