@@ -31,6 +31,8 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict, hash=False)
     discoverable: bool = True  # listed in discovery (everything the mesh routes to)
 
+    grpc_port: int = 0  # model servers: their v2 gRPC listener (0: none)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -53,10 +55,16 @@ def plan_processes(
             service = f"{model_name}-v{version}"
             for i in range(version_spec.replicas):
                 port = next_port()
+                grpc_port = next_port() if spec.grpc.enabled else 0
                 argv = (python, "-m", "services.cli", "serve", "--repository", str(repository))
                 argv += (*model.serve_args(model_name, version), "--port", str(port), "--poll-interval", "0")
+                argv += tuple(spec.grpc.serve_args(grpc_port))
                 meta = {"model": model_name, "version": str(version)}
-                processes.append(ProcessSpec(service, f"{service}-{i}", argv, port, MODEL_HEALTH, meta))
+                if grpc_port:
+                    meta["grpc_port"] = str(grpc_port)
+                processes.append(
+                    ProcessSpec(service, f"{service}-{i}", argv, port, MODEL_HEALTH, meta, grpc_port=grpc_port)
+                )
     pipeline_services = [(name, stage.replicas) for name, _, stage in spec.stage_services()]
     pipeline_services += [(name, pipeline.replicas) for name, pipeline in spec.pipelines.items()]
     for service, replicas in pipeline_services:
