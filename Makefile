@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-system-deps:         ## Debian packages the tests use (real Prometheus + promtool)
+system-deps:         ## Debian packages the tests use (real Prometheus + promtool; libb64 for perf_analyzer; h2load)
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
+	@command -v h2load >/dev/null && /sbin/ldconfig -p | grep -q libb64.so.0d || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libb64-0d nghttp2-client; }
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
