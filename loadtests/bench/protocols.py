@@ -105,6 +105,8 @@ def bench_model(repository: Path, model: ModelUnderTest, work: Path, timing: dic
     bodies = write_bodies(model.input_name, sample((1, *model.item_shape)), model.output_name, work / model.name)
     grpc_body = work / model.name / "infer.grpc"
     grpc_body.write_bytes(frame(infer_message(model, sample((1, *model.item_shape)))))
+    live_body = work / model.name / "live.grpc"
+    live_body.write_bytes(frame(b""))  # an empty ServerLiveRequest
     rows: list[dict] = []
 
     def record(server: str, protocol: str, point: dict) -> None:
@@ -129,6 +131,9 @@ def bench_model(repository: Path, model: ModelUnderTest, work: Path, timing: dic
             run_wrk(rest_url, binary.path, binary.headers, connections, timing["warmup"], LOAD_CORE)
             record("ours", "rest", measure("rest", ((rest_url, binary.path), binary.headers), connections, timing))
             record("ours", "grpc", measure("grpc", (grpc_url, grpc_body), connections, timing))
+        if model.name == "digits":  # grpcio's own floor: an RPC that does nothing (ServerLive), same load
+            live_url = grpc_url.replace("/ModelInfer", "/ServerLive")
+            record("ours", "grpc-live", measure("grpc", (live_url, live_body), POINTS[model.name][-1], timing))
     port, grpc_port = free_port(), free_port()
     cmd = kserve_grpc_command(model, port, grpc_port, log_config)
     grpc_url = f"http://127.0.0.1:{grpc_port}/inference.GRPCInferenceService/ModelInfer"
@@ -168,6 +173,17 @@ def evaluate(rows: list[dict], limits: dict) -> list[dict]:
                 "measured": f"{grpc_digits['rps']:.0f} / {kserve_digits['rps']:.0f} = {value:.2f}x",
                 "threshold": f">= {DIGITS_GRPC_OVER_KSERVE}x",
                 "verdict": verdict(value >= DIGITS_GRPC_OVER_KSERVE),
+            }
+        )
+    live = find(rows, "ours", "grpc-live", "digits", 32)
+    if grpc_digits and live:
+        value = ratio(grpc_digits["rps"], live["rps"])
+        out.append(
+            {
+                "target": "digits c32: ours gRPC ModelInfer / ServerLive (an RPC doing nothing) on the same server",
+                "measured": f"{grpc_digits['rps']:.0f} / {live['rps']:.0f} = {value:.2f}",
+                "threshold": "(informative: grpcio's per-call floor)",
+                "verdict": "-",
             }
         )
     grpc_resnet = find(rows, "ours", "grpc", "resnet", 32)
