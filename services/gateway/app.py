@@ -34,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mesh.spec import SpecError, load_spec
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
-from services.gateway import metrics
+from services.gateway import metrics, protocol
 from services.gateway.agreement import agreement, top1
 from services.gateway.policy import ModelRoute, PipelineRoute, Policy, RouteError, build_policy, split_model_path
 from services.gateway.ratelimit import RateLimiter
@@ -134,6 +134,10 @@ class Gateway:
             await _respond(send, 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest())
             return
         policy = self.policy
+        if path in protocol.OWN_PATHS:  # the gateway's own v2 health and metadata
+            status, own = protocol.own_answer(path, policy, self._has_host)
+            await _respond(send, status, [_JSON], own)
+            return
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
@@ -189,7 +193,8 @@ class Gateway:
         version = 0
         if model_route is not None:
             try:
-                version = model_route.resolve(path_version, headers.get(model_route.header_name), random.random())
+                header = headers.get(model_route.header_name)
+                version = protocol.choose_version(model_route, path_version, header, rest, random.random())
             except RouteError as exc:
                 await _refuse(send, exc.status, extra, error_key, exc.message, route_label, start)
                 return
@@ -262,12 +267,26 @@ class Gateway:
                 response_headers.append((name_bytes, raw_value))
             response_headers.extend(extra)
             answered_version = version_bytes.decode("latin-1")
+            if (
+                model_route is not None
+                and status == 200
+                and protocol.is_unversioned_metadata(method, rest, path_version, model_route.header_name in headers)
+            ):
+                served = protocol.served_versions(policy, model_route.name)
+                payload = protocol.all_versions_metadata(payload, served)
             if not answered_version and model_route is not None:
                 answered_version = str(version)
                 response_headers.extend(chosen)
         await _respond(send, status, response_headers, payload)
         metrics.requests(route_label, service, answered_version, str(status)).inc()
         metrics.duration(route_label, service).observe(time.perf_counter() - start)
+
+    def _has_host(self, route: ModelRoute, version: int) -> bool:
+        """Whether a version of a route has a host in rotation (discovery listed, not ejected)."""
+        if self.client is None:
+            return False
+        upstream = self.client.upstream(route.services[version], route.resilience)
+        return any(not host.ejected for host in upstream.pool.hosts)
 
     # ------------------------------------------------------------------ mirroring
 
