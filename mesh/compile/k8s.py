@@ -80,6 +80,8 @@ def discovery_document(spec: MeshSpec, env: Environment) -> dict[str, Any]:
     services: dict[str, list[dict[str, Any]]] = {}
     for w in workloads(spec, env):
         meta = {"version": str(w.version)} if w.version is not None else {}
+        if w.component == "model" and spec.grpc.enabled:
+            meta["grpc_port"] = str(spec.grpc.port)  # the gateway's gRPC listener forwards there
         services[w.name] = [{"instance": w.name, "host": fqdn(w.name, ns), "port": HTTP_PORT, "meta": meta}]
     for model in spec.models:
         services[model] = [{"instance": model, "host": fqdn(model, ns), "port": HTTP_PORT, "meta": {}}]

@@ -1,4 +1,5 @@
-"""`python -m services.gateway --spec mesh/mesh.yaml [--port 8080] [--host 127.0.0.1] [--max-body-bytes N]`.
+"""`python -m services.gateway --spec mesh/mesh.yaml [--port 8080] [--host 127.0.0.1] [--max-body-bytes N]
+[--grpc-port N]`.
 
 Env: MESHSERVE_SPEC (default for --spec), MESHSERVE_DISCOVERY (services.discovery.from_env),
 each consumer's API-key variable (e.g. MESHSERVE_API_KEY), OTEL_* for tracing.
@@ -23,10 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413 (default 64 MiB)"
     )
+    parser.add_argument("--grpc-port", type=int, default=0, help="v2 gRPC listener (ModelInfer etc.); 0 = off")
     args = parser.parse_args(argv)
     if args.max_body_bytes <= 0:
         parser.error("--max-body-bytes must be positive")
-    serve(args.spec, port=args.port, host=args.host, max_body_bytes=args.max_body_bytes)
+    serve(args.spec, port=args.port, host=args.host, max_body_bytes=args.max_body_bytes, grpc_port=args.grpc_port)
     return 0
 
 

@@ -23,15 +23,25 @@ def build_app(
 
 
 def serve(
-    spec_path: str | Path, *, port: int | None = None, host: str = "127.0.0.1", max_body_bytes: int = MAX_BODY_BYTES
+    spec_path: str | Path,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    max_body_bytes: int = MAX_BODY_BYTES,
+    grpc_port: int = 0,
 ) -> None:
-    """Run until SIGINT/SIGTERM; `port` defaults to the spec's gateway.port."""
+    """Run until SIGINT/SIGTERM; `port` defaults to the spec's gateway.port; `grpc_port` 0 = no gRPC."""
     configure_logging(SERVICE)
     configure_tracing(SERVICE)
     gateway = build_app(spec_path, max_body_bytes=max_body_bytes)
+    app = trace_asgi(gateway)
+    if grpc_port:
+        from services.gateway.grpc_proxy import WithGrpc
+
+        app = WithGrpc(app, gateway, host, grpc_port)
     follow_supervisor()
     uvicorn.run(
-        trace_asgi(gateway),
+        app,
         host=host,
         port=port or gateway.policy.spec.gateway.port,
         loop="uvloop",

@@ -197,7 +197,7 @@ def test_pods_get_a_spec_without_weights_and_a_discovery_file(objects: list[dict
             "instance": "digits-v1",
             "host": "digits-v1.meshserve.svc.cluster.local",
             "port": 8000,
-            "meta": {"version": "1"},
+            "meta": {"version": "1", "grpc_port": "9000"},
         }
     ]
 
