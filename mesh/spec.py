@@ -437,6 +437,9 @@ class Grpc(Strict):
     max_message_bytes: int | None = Field(
         None, ge=4 * 1024 * 1024, description="largest gRPC message; default: the HTTP body limit (64 MiB)"
     )
+    gateway_port: int = Field(
+        8081, ge=0, le=65535, description="the embedded gateway's gRPC port locally (0: no gRPC at the gateway)"
+    )
 
     def serve_args(self, port: int) -> list[str]:
         """`meshserve serve` arguments for a replica listening for gRPC on `port` (none when disabled)."""

@@ -75,5 +75,10 @@ def plan_processes(
     if with_gateway:
         port = gateway_port or spec.gateway.port
         argv = (python, "-m", "services.gateway", "--spec", str(spec_path), "--port", str(port))
-        processes.append(ProcessSpec("gateway", "gateway-0", argv, port, GATEWAY_HEALTH))
+        grpc_port = 0
+        if spec.grpc.enabled and spec.grpc.gateway_port:
+            # a caller that picks the HTTP port (tests) gets a free gRPC port too, never the fixed one
+            grpc_port = spec.grpc.gateway_port if gateway_port is None else next_port()
+            argv += ("--grpc-port", str(grpc_port))
+        processes.append(ProcessSpec("gateway", "gateway-0", argv, port, GATEWAY_HEALTH, grpc_port=grpc_port))
     return processes

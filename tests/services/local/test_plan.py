@@ -32,9 +32,11 @@ def test_demo_spec_plan() -> None:
     assert by_instance["digits-classify-0"].health_path == STAGE_HEALTH
     gateway = by_instance["gateway-0"]
     assert gateway.port == 18080 and gateway.health_path == GATEWAY_HEALTH
+    assert gateway.argv[gateway.argv.index("--grpc-port") + 1] == str(gateway.grpc_port)
+    assert gateway.grpc_port not in (0, spec.grpc.gateway_port)  # a free port when the caller picks ports
     assert len({p.port for p in plan}) == len(plan)
     grpc_ports = [p.grpc_port for p in plan if p.grpc_port]
-    assert len(grpc_ports) == 4 and not set(grpc_ports) & {p.port for p in plan}
+    assert len(grpc_ports) == 5 and len(set(grpc_ports)) == 5 and not set(grpc_ports) & {p.port for p in plan}
 
 
 def test_grpc_off() -> None:
@@ -50,4 +52,5 @@ def test_without_gateway_and_default_port() -> None:
     assert all(
         p.service != "gateway" for p in plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports), with_gateway=False)
     )
-    assert plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports))[-1].port == spec.gateway.port
+    gateway = plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports))[-1]
+    assert gateway.port == spec.gateway.port and gateway.grpc_port == spec.grpc.gateway_port
