@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-system-deps:         ## Debian packages the tests use (real Prometheus + promtool; chromium for the console's browser test)
+system-deps:         ## Debian packages the tests use (Prometheus + promtool; chromium for the console test; libb64 for perf_analyzer; h2load)
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null \
 	  && command -v chromedriver >/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    prometheus chromium chromium-driver; }
+	@command -v h2load >/dev/null && /sbin/ldconfig -p | grep -q libb64.so.0d || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libb64-0d nghttp2-client; }
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -451,6 +451,28 @@ class SLO(Strict):
 # --------------------------------------------------------------------------- the mesh
 
 
+class Grpc(Strict):
+    """v2 gRPC on every model server, beside HTTP (tritonclient.grpc, KServe's gRPC client, perf_analyzer)."""
+
+    enabled: bool = True
+    port: int = Field(9000, ge=1, le=65535, description="the model servers' gRPC container port on Kubernetes")
+    max_message_bytes: int | None = Field(
+        None, ge=4 * 1024 * 1024, description="largest gRPC message; default: the HTTP body limit (64 MiB)"
+    )
+    gateway_port: int = Field(
+        8081, ge=0, le=65535, description="the embedded gateway's gRPC port locally (0: no gRPC at the gateway)"
+    )
+
+    def serve_args(self, port: int) -> list[str]:
+        """`meshserve serve` arguments for a replica listening for gRPC on `port` (none when disabled)."""
+        if not self.enabled:
+            return []
+        args = ["--grpc-port", str(port)]
+        if self.max_message_bytes is not None:
+            args += ["--grpc-max-message-bytes", str(self.max_message_bytes)]
+        return args
+
+
 class MeshSpec(Strict):
     name: Name = "meshserve"
     namespace: Name = "meshserve"
@@ -458,6 +480,7 @@ class MeshSpec(Strict):
     models: dict[Name, ModelSpec]
     pipelines: dict[Name, Pipeline] = Field(default_factory=dict)
     gateway: Gateway = Field(default_factory=Gateway)
+    grpc: Grpc = Field(default_factory=Grpc)
     slos: list[SLO] = Field(default_factory=list)
 
     @model_validator(mode="after")

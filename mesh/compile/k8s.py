@@ -28,6 +28,7 @@ import yaml
 
 from mesh.compile.logging import OTLP_HEADERS_KEY, OTLP_HEADERS_SECRET
 from mesh.compile.names import (
+    GRPC_PORT_NAME,
     HTTP_PORT,
     HTTP_PORT_NAME,
     ISTIO_MERGED_METRICS_PORT,
@@ -80,6 +81,8 @@ def discovery_document(spec: MeshSpec, env: Environment) -> dict[str, Any]:
     services: dict[str, list[dict[str, Any]]] = {}
     for w in workloads(spec, env):
         meta = {"version": str(w.version)} if w.version is not None else {}
+        if w.component == "model" and spec.grpc.enabled:
+            meta["grpc_port"] = str(spec.grpc.port)  # the gateway's gRPC listener forwards there
         services[w.name] = [{"instance": w.name, "host": fqdn(w.name, ns), "port": HTTP_PORT, "meta": meta}]
     for model in spec.models:
         services[model] = [{"instance": model, "host": fqdn(model, ns), "port": HTTP_PORT, "meta": {}}]
@@ -123,7 +126,9 @@ def command(w: Workload, spec: MeshSpec, env: Environment) -> list[str]:
     listen = ["--host", "0.0.0.0", "--port", str(HTTP_PORT)]
     if w.component == "model":
         pinned = spec.models[w.model].serve_args(w.model, w.version)
-        return ["meshserve", "serve", "--repository", MODELS_DIR, *pinned, *listen, *_drain(env), *_device(w, spec)]
+        grpc = spec.grpc.serve_args(spec.grpc.port)
+        serve = ["meshserve", "serve", "--repository", MODELS_DIR, *pinned, *listen, *grpc]
+        return [*serve, *_drain(env), *_device(w, spec)]
     return ["python", "-m", "services.pipeline", "--service", w.name, *listen]
 
 
@@ -242,7 +247,7 @@ def pod_template(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any
         "image": env.image(gpu=w.gpu),
         "imagePullPolicy": "IfNotPresent",
         "command": command(w, spec, env),
-        "ports": [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": _container_ports(w, spec),
         "env": _env(w, spec, env),
         "resources": _resources(w, spec),
         "startupProbe": probe(ready, 60),  # model loads can take minutes on a cold GPU
@@ -315,6 +320,24 @@ def _http_port() -> dict[str, Any]:
     return {"name": HTTP_PORT_NAME, "port": HTTP_PORT, "targetPort": HTTP_PORT_NAME, "protocol": "TCP"}
 
 
+def _container_ports(w: Workload, spec: MeshSpec) -> list[dict[str, Any]]:
+    ports = [{"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}]
+    if w.component == "model" and spec.grpc.enabled:
+        ports.append({"name": GRPC_PORT_NAME, "containerPort": spec.grpc.port, "protocol": "TCP"})
+    return ports
+
+
+def _grpc_ports(spec: MeshSpec) -> list[dict[str, Any]]:
+    """The model servers' gRPC port; appProtocol grpc makes Istio carry it as HTTP/2 (Kong routes it
+    with its grpc protocol)."""
+    if not spec.grpc.enabled:
+        return []
+    port = spec.grpc.port
+    return [
+        {"name": GRPC_PORT_NAME, "port": port, "targetPort": GRPC_PORT_NAME, "protocol": "TCP", "appProtocol": "grpc"}
+    ]
+
+
 def _kong_upstream(service: str, ns: str, env: Environment) -> dict[str, str]:
     """Kong proxies to the Service (not pod IPs) with the Service's Host, so its sidecar applies Istio routing."""
     if not env.platform.kong:
@@ -336,6 +359,7 @@ def service(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
             "ports": [
                 _http_port(),
                 {"name": METRICS_PORT_NAME, "port": metrics_port, "targetPort": metrics_target, "protocol": "TCP"},
+                *(_grpc_ports(spec) if w.component == "model" else []),
             ],
         },
     }
@@ -349,7 +373,7 @@ def model_host_service(model: str, spec: MeshSpec, env: Environment) -> dict[str
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(model, ns, labels, _kong_upstream(model, ns, env)),
-        "spec": {"selector": {"app": model}, "ports": [_http_port()]},
+        "spec": {"selector": {"app": model}, "ports": [_http_port(), *_grpc_ports(spec)]},
     }
 
 

@@ -15,6 +15,7 @@ from mesh.spec import MeshSpec
 
 HTTP_PORT = 8000
 HTTP_PORT_NAME = "http"  # Istio picks the protocol from the `http` prefix
+GRPC_PORT_NAME = "grpc"  # and HTTP/2 from `grpc` (the Service port also says appProtocol: grpc)
 METRICS_PORT_NAME = "http-metrics"
 ISTIO_MERGED_METRICS_PORT = 15020  # istio-agent serves app + Envoy metrics here, outside mTLS
 PART_OF = "meshserve"

@@ -1,4 +1,4 @@
-"""`python -m services.gateway --spec mesh/mesh.yaml [--port 8080] [--status-port 8100] [--host 127.0.0.1] ...`.
+"""`python -m services.gateway --spec mesh/mesh.yaml [--port 8080] [--status-port 8100] [--grpc-port N] [--host H] ...`.
 
 Env: MESHSERVE_SPEC (default for --spec), MESHSERVE_DISCOVERY (services.discovery.from_env),
 each consumer's API-key variable (e.g. MESHSERVE_API_KEY), OTEL_* for tracing, MESHSERVE_HTTP_*
@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--drain-limit", type=float, default=10.0, metavar="SECONDS", help="longest wait for requests in flight"
     )
+    parser.add_argument("--grpc-port", type=int, default=0, help="v2 gRPC listener (ModelInfer etc.); 0 = off")
     args = parser.parse_args(argv)
     if args.max_body_bytes <= 0:
         parser.error("--max-body-bytes must be positive")
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         drain_grace=args.drain_grace,
         drain_limit=args.drain_limit,
+        grpc_port=args.grpc_port,
     )
 
 

@@ -37,7 +37,7 @@ import orjson
 from mesh.spec import SpecError, load_spec
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
-from services.gateway import metrics
+from services.gateway import metrics, protocol
 from services.gateway.agreement import agreement, top1
 from services.gateway.headers import passed_back, upstream_headers
 from services.gateway.keyauth import Unauthorized, authenticate
@@ -129,6 +129,10 @@ class Gateway:
         start = self.last_request = time.perf_counter()
         path: str = scope["path"]
         policy = self.policy
+        if path in protocol.OWN_PATHS:  # the gateway's own v2 health and metadata
+            status, own = protocol.own_answer(path, policy, self._has_host)
+            await _respond(send, status, [_JSON], own)
+            return
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
@@ -167,7 +171,8 @@ class Gateway:
         version = 0
         if model_route is not None:
             try:
-                version = model_route.resolve(path_version, headers.get(model_route.header_name), random.random())
+                header = headers.get(model_route.header_name)
+                version = protocol.choose_version(model_route, path_version, header, rest, random.random())
             except RouteError as exc:
                 await _refuse(send, exc.status, extra, error_key, exc.message, route_label, start)
                 return
@@ -230,12 +235,26 @@ class Gateway:
         if reply is not None:
             status, payload = reply.status, reply.body
             response_headers, answered_version = passed_back(reply.raw_headers, extra)
+            if (
+                model_route is not None
+                and status == 200
+                and protocol.is_unversioned_metadata(method, rest, path_version, model_route.header_name in headers)
+            ):
+                served = protocol.served_versions(policy, model_route.name)
+                payload = protocol.all_versions_metadata(payload, served)
             if not answered_version and model_route is not None:
                 answered_version = str(version)
                 response_headers.extend(chosen)
         await _respond(send, status, response_headers, payload)
         metrics.requests(route_label, service, answered_version, str(status)).inc()
         metrics.duration(route_label, service).observe(time.perf_counter() - start)
+
+    def _has_host(self, route: ModelRoute, version: int) -> bool:
+        """Whether a version of a route has a host in rotation (discovery listed, not ejected)."""
+        if self.client is None:
+            return False
+        upstream = self.client.upstream(route.services[version], route.resilience)
+        return any(not host.ejected for host in upstream.pool.hosts)
 
     # ------------------------------------------------------------------ mirroring
 

@@ -46,15 +46,21 @@ def serve(
     max_body_bytes: int = MAX_BODY_BYTES,
     drain_grace: float = 0.0,
     drain_limit: float = 10.0,
+    grpc_port: int = 0,
 ) -> int:
-    """Run until SIGINT/SIGTERM; `port` defaults to the spec's gateway.port, `status_port` 0 = any free one."""
+    """Until SIGINT/SIGTERM; `port` defaults to the spec's gateway.port; `status_port` 0 = any; `grpc_port` 0 = off."""
     configure_logging(SERVICE)
     configure_tracing(SERVICE)
     gateway = build_app(spec_path, max_body_bytes=max_body_bytes)
     status = StatusApp()
     public = _listen(host, port or gateway.policy.spec.gateway.port)
     status_sock = _listen(host, status_port)
-    app = ByPort({status_sock.getsockname()[1]: status}, trace_asgi(gateway))
+    public_app = trace_asgi(gateway)
+    if grpc_port:
+        from services.gateway.grpc_proxy import WithGrpc
+
+        public_app = WithGrpc(public_app, gateway, host, grpc_port)
+    app = ByPort({status_sock.getsockname()[1]: status}, public_app)
     server = DrainingServer(
         config(
             app,

@@ -33,6 +33,8 @@ class ProcessSpec:
     discoverable: bool = True  # listed in discovery (everything the mesh routes to)
     health_port: int | None = None  # where `health_path` answers, when not on `port` (the gateway's status port)
 
+    grpc_port: int = 0  # model servers: their v2 gRPC listener (0: none)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -59,10 +61,16 @@ def plan_processes(
             service = f"{model_name}-v{version}"
             for i in range(version_spec.replicas):
                 port = next_port()
+                grpc_port = next_port() if spec.grpc.enabled else 0
                 argv = (python, "-m", "services.cli", "serve", "--repository", str(repository))
                 argv += (*model.serve_args(model_name, version), "--port", str(port), "--poll-interval", "0")
+                argv += tuple(spec.grpc.serve_args(grpc_port))
                 meta = {"model": model_name, "version": str(version)}
-                processes.append(ProcessSpec(service, f"{service}-{i}", argv, port, MODEL_HEALTH, meta))
+                if grpc_port:
+                    meta["grpc_port"] = str(grpc_port)
+                processes.append(
+                    ProcessSpec(service, f"{service}-{i}", argv, port, MODEL_HEALTH, meta, grpc_port=grpc_port)
+                )
     pipeline_services = [(name, stage.replicas) for name, _, stage in spec.stage_services()]
     pipeline_services += [(name, pipeline.replicas) for name, pipeline in spec.pipelines.items()]
     for service, replicas in pipeline_services:
@@ -76,5 +84,14 @@ def plan_processes(
         argv = (python, "-m", "services.gateway", "--spec", str(spec_path), "--port", str(port))
         argv += ("--status-port", str(status))
         meta = {METRICS_PORT_META: str(status)}
-        processes.append(ProcessSpec("gateway", "gateway-0", argv, port, GATEWAY_HEALTH, meta, health_port=status))
+        grpc_port = 0
+        if spec.grpc.enabled and spec.grpc.gateway_port:
+            # a caller that picks the HTTP port (tests) gets a free gRPC port too, never the fixed one
+            grpc_port = spec.grpc.gateway_port if gateway_port is None else next_port()
+            argv += ("--grpc-port", str(grpc_port))
+        processes.append(
+            ProcessSpec(
+                "gateway", "gateway-0", argv, port, GATEWAY_HEALTH, meta, health_port=status, grpc_port=grpc_port
+            )
+        )
     return processes

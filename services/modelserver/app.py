@@ -12,8 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 from fastapi import FastAPI, Request
@@ -23,62 +21,31 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
+from services.common.compression import UnsupportedEncoding, decompress
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
-from services.modelserver.codec import ProtocolError, decode_request, encode_response, error_body, split_body
-from services.modelserver.repository import Repository, ServingVersion, is_version
+from services.modelserver.codec import (
+    InferRequest,
+    ProtocolError,
+    decode_request,
+    encode_response,
+    error_body,
+    split_body,
+)
+from services.modelserver.dataplane import DataPlane, Output, Settings
+from services.modelserver.repository import ServingVersion, is_version
+from services.modelserver.signature import Signature
+from services.modelserver.triton import model_config, model_statistics
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "meshserve"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["model_repository", "binary_tensor_data"]
+EXTENSIONS = ["model_repository", "binary_tensor_data", "model_configuration", "statistics"]
 _INFER_PREFIX = "/v2/models/"
 _INFER_SUFFIX = "/infer"
 _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
-_RETRY_AFTER = ((b"retry-after", b"1"),)
-
-
-@dataclass
-class Settings:
-    repository: Path
-    models: dict[str, int | None] = field(default_factory=dict)  # --model filter
-    config_overrides: dict[str, dict] = field(default_factory=dict)  # --config-override
-    poll_interval: float = 2.0
-    max_body_bytes: int = 64 * 1024 * 1024
-    require_device: str | None = None  # --require-device: refuse versions that run elsewhere (GPU pods)
-
-
-class ServerState:
-    """What the infer path and the shutdown path share: the repository, draining, requests in flight."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.repository = Repository(
-            settings.repository, settings.models or None, settings.config_overrides, settings.require_device
-        )
-        self.draining = False
-        self.active = 0  # infer requests accepted and not yet answered
-
-    def ready(self) -> bool:
-        return not self.draining and self.repository.ready()
-
-    def begin_drain(self) -> None:
-        """Readiness goes false and new infer requests get 503; queued ones go out without delay."""
-        if not self.draining:
-            self.draining = True
-            log.info("draining: readiness false, refusing new infer requests", extra={"in_flight": self.active})
-        self.repository.start_flush()
-
-    async def wait_idle(self, grace: float, limit: float) -> None:
-        """Until no infer request is in flight and `grace` seconds passed (at most `limit` seconds)."""
-        start = time.monotonic()
-        while time.monotonic() - start < limit:
-            if self.active == 0 and time.monotonic() - start >= grace:
-                return
-            await asyncio.sleep(0.01)
-        log.warning("drain limit reached with %d infer requests in flight", self.active)
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: bytes = _JSON, extra: tuple | list = ()) -> None:
@@ -87,9 +54,10 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes = _JSO
     await send({"type": "http.response.body", "body": body})
 
 
-def _check_content_length(scope: Scope, limit: int) -> str | None:
-    """413 for a declared length over `limit`; returns Inference-Header-Content-Length if given."""
-    header_length = None
+def _check_content_length(scope: Scope, limit: int) -> tuple[str | None, str | None]:
+    """413 for a declared length over `limit`; returns Inference-Header-Content-Length and
+    Content-Encoding if given."""
+    header_length = encoding = None
     for key, value in scope["headers"]:
         if key == b"content-length":
             if not value.isdigit():
@@ -98,14 +66,28 @@ def _check_content_length(scope: Scope, limit: int) -> str | None:
                 raise ProtocolError(413, f"request body of {int(value)} bytes is over the limit of {limit}")
         elif key == b"inference-header-content-length":
             header_length = value.decode("latin-1")
-    return header_length
+        elif key == b"content-encoding":
+            encoding = value.decode("latin-1")
+    return header_length, encoding
+
+
+async def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """A compressed body inflated off the event loop, under the body limit (decoded size)."""
+    try:
+        return await asyncio.to_thread(decompress, body, encoding, limit)
+    except BodyTooLarge as exc:
+        raise ProtocolError(413, f"decoded {exc}") from None
+    except UnsupportedEncoding as exc:
+        raise ProtocolError(415, str(exc)) from None
+    except ValueError as exc:
+        raise ProtocolError(400, f"Content-Encoding {encoding}: {exc}") from None
 
 
 class InferenceApp:
     """The ASGI callable uvicorn runs: infer here, everything else to FastAPI."""
 
-    def __init__(self, state: ServerState, api: FastAPI) -> None:
-        self.state = state
+    def __init__(self, plane: DataPlane, api: FastAPI) -> None:
+        self.plane = plane
         self.api = api
         self.infer_route = trace_asgi(self._infer_route)  # a SERVER span per infer when tracing is on
 
@@ -122,7 +104,7 @@ class InferenceApp:
     async def limited_api(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI behind --max-body-bytes too: Content-Length first, then the bytes as they arrive
         (a chunked body has no length); going over raises the 413 ProtocolError the app answers."""
-        limit = self.state.settings.max_body_bytes
+        limit = self.plane.settings.max_body_bytes
         try:
             _check_content_length(scope, limit)
         except ProtocolError as exc:
@@ -145,13 +127,12 @@ class InferenceApp:
 
     async def infer(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        state = self.state
-        if state.draining:
-            await _send(send, 503, error_body("server is shutting down; retry elsewhere"), extra=_RETRY_AFTER)
+        plane = self.plane
+        try:
+            plane.admit()
+        except ProtocolError as exc:
+            await _send(send, exc.status, error_body(exc.message), extra=exc.headers)
             return
-        state.active += 1
-        serving: ServingVersion | None = None
-        outcome = "error"
         try:
             parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
             if len(parts) == 1 and parts[0]:
@@ -160,46 +141,37 @@ class InferenceApp:
                 model, version = parts[0], parts[2]
             else:
                 raise ProtocolError(404, f"no such endpoint: POST {path}")
-            limit = state.settings.max_body_bytes
-            header_length = _check_content_length(scope, limit)
+            limit = plane.settings.max_body_bytes
+            header_length, encoding = _check_content_length(scope, limit)
             try:
                 body = await read_body(receive, limit)
             except BodyTooLarge as exc:
                 raise ProtocolError(413, str(exc)) from None
-            # Routed after the body is in: from here to the batcher's queue nothing awaits, so a
-            # version swapped or unloaded meanwhile is never picked up half-closed.
-            serving = state.repository.get(model, version)
-            header, binary = split_body(body, header_length)
-            request = decode_request(header, binary, serving.signature)
-            results = await serving.batcher.infer(request)
-            outputs = serving.signature.outputs
-            payload, json_length = encode_response(
-                serving.model,
-                serving.name_version,
-                request.id,
-                [(name, outputs[name].datatype, results[name], binary) for name, binary in request.outputs],
-            )
-            extra = [(b"x-model-version", serving.header_version)]
-            if json_length is None:
-                await _send(send, 200, payload, _JSON, extra)
-            else:
-                extra.append((b"inference-header-content-length", str(json_length).encode()))
-                await _send(send, 200, payload, _OCTET, extra)
-            outcome = "success"
+            if encoding is not None:
+                body = await _decoded(body, encoding, limit)
+
+            def decode(signature: Signature) -> InferRequest:
+                header, binary = split_body(body, header_length)
+                return decode_request(header, binary, signature)
+
+            status, payload, content_type, extra = await plane.infer(model, version, decode, _encode, start)
+            await _send(send, status, payload, content_type, extra)
         except ProtocolError as exc:
-            if exc.status == 503:
-                outcome = "rejected"
-            elif exc.status == 504:
-                outcome = "timeout"
             await _send(send, exc.status, error_body(exc.message), extra=exc.headers)
         except ClientGone:
             pass  # the client went away while sending its body
         finally:
-            state.active -= 1
-            if serving is not None:
-                metrics = serving.metrics
-                metrics.outcome[outcome].inc()
-                metrics.request_time.observe(time.perf_counter() - start)
+            plane.release()
+
+
+def _encode(serving: ServingVersion, request: InferRequest, outputs: list[Output]) -> tuple:
+    """The REST answer: JSON, or JSON header + binary tensors (binary data extension)."""
+    payload, json_length = encode_response(serving.model, serving.name_version, request.id, outputs)
+    extra = [(b"x-model-version", serving.header_version)]
+    if json_length is None:
+        return 200, payload, _JSON, extra
+    extra.append((b"inference-header-content-length", str(json_length).encode()))
+    return 200, payload, _OCTET, extra
 
 
 # ---------------------------------------------------------------- FastAPI: everything but infer
@@ -250,9 +222,9 @@ def _version_metadata(serving: ServingVersion, versions: list[int]) -> dict:
     }
 
 
-def build_api(state: ServerState) -> FastAPI:
-    repository = state.repository
-    settings = state.settings
+def build_api(plane: DataPlane) -> FastAPI:
+    repository = plane.repository
+    settings = plane.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -300,8 +272,21 @@ def build_api(state: ServerState) -> FastAPI:
 
     @api.get("/v2/health/ready")
     async def ready() -> JSONResponse:
-        is_ready = state.ready()
+        is_ready = plane.ready()
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    # Triton's statistics extension; before the metadata route, which would take "stats" for a model name
+    @api.get("/v2/models/stats")
+    @api.get("/v2/models/{model}/stats")
+    @api.get("/v2/models/{model}/versions/{version}/stats")
+    async def model_stats(model: str | None = None, version: str | None = None) -> dict:
+        return model_statistics(repository, model, version)
+
+    @api.get("/v2/models/{model}/config")
+    @api.get("/v2/models/{model}/versions/{version}/config")
+    async def model_configuration(model: str, version: str | None = None) -> dict:
+        """Triton's model configuration extension (what perf_analyzer asks first)."""
+        return model_config(repository.get(model, version))
 
     @api.get("/v2/models/{model}")
     @api.get("/v2/models/{model}/versions/{version}")
@@ -352,5 +337,5 @@ def build_api(state: ServerState) -> FastAPI:
 
 
 def build_app(settings: Settings) -> InferenceApp:
-    state = ServerState(settings)
-    return InferenceApp(state, build_api(state))
+    plane = DataPlane(settings)
+    return InferenceApp(plane, build_api(plane))

@@ -189,10 +189,13 @@ class Batcher:
     def _dispatch(self, batch: list[Pending]) -> None:
         started = time.perf_counter()
         metrics = self.metrics
+        stats = metrics.stats
         for pending in batch:
             if pending.timer is not None:
                 pending.timer.cancel()
-            metrics.queue_time.observe(started - pending.enqueued)
+            waited = started - pending.enqueued
+            metrics.queue_time.observe(waited)
+            stats.queued(waited)
             pending.dispatched = started
         metrics.queue_depth.dec(len(batch))
         self.free -= 1
@@ -205,12 +208,14 @@ class Batcher:
         future = self.runtime.executor.submit(self._compute, [p.request.inputs for p in batch], names)
         future.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._scatter, batch, names, f))
 
-    def _compute(self, feeds: list[dict[str, np.ndarray]], names: list[str]) -> tuple[list[np.ndarray], float]:
-        """Executor thread: concatenate along the batch dim (if more than one request) and run."""
+    def _compute(self, feeds: list[dict[str, np.ndarray]], names: list[str]) -> tuple[list[np.ndarray], float, float]:
+        """Executor thread: concatenate along the batch dim (if more than one request) and run.
+        Returns the outputs, the whole time and the concatenation's share of it."""
         start = time.perf_counter()
         merged = feeds[0] if len(feeds) == 1 else {n: np.concatenate([f[n] for f in feeds]) for n in self.input_names}
+        merged_at = time.perf_counter()
         outputs = self.runtime.run(merged, names)
-        return outputs, time.perf_counter() - start
+        return outputs, time.perf_counter() - start, merged_at - start
 
     def _scatter(self, batch: list[Pending], names: list[str], future: ThreadFuture) -> None:
         self.free += 1
@@ -218,7 +223,7 @@ class Batcher:
         self._wake.set()
         rows = sum(p.batch for p in batch)
         try:
-            outputs, seconds = future.result()
+            outputs, seconds, input_seconds = future.result()
             if self.max_batch:
                 for name, arr in zip(names, outputs, strict=True):
                     if arr.ndim == 0 or arr.shape[0] != rows:
@@ -246,6 +251,7 @@ class Batcher:
                 end = offset + pending.batch
                 results.append({n: a[offset:end] for n, a in zip(names, outputs, strict=True)})
                 offset = end
+        metrics.stats.executed(rows, len(batch), input_seconds, seconds - input_seconds, time.perf_counter() - done)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)

@@ -74,6 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "workload of a `device: gpu` version sets it, so a GPU pod never silently computes on the CPU",
     )
     parser.add_argument(
+        "--grpc-port", type=int, default=0, metavar="PORT", help="v2 gRPC listener (inference + health); 0 = off"
+    )
+    parser.add_argument(
+        "--grpc-max-message-bytes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="largest gRPC message in or out; never below --max-body-bytes (the default)",
+    )
+    parser.add_argument(
         "--drain-grace",
         type=float,
         default=0.0,
@@ -121,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if args.log_format:
         os.environ[LOG_FORMAT_ENV] = args.log_format  # read by services.common.telemetry at app set-up
     try:
-        from services.modelserver.app import Settings
-        from services.modelserver.server import serve
+        from services.modelserver.dataplane import Settings
+        from services.modelserver.server import GrpcOptions, serve
     except ModuleNotFoundError as exc:
         if exc.name != "onnxruntime":
             raise
@@ -147,4 +157,5 @@ def run(args: argparse.Namespace) -> int:
         require_device=args.require_device,
     )
     exit_on_failure = args.exit_on_load_failure or os.environ.get(EXIT_ON_LOAD_FAILURE_ENV) == "1"
-    return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit, exit_on_failure)
+    grpc = GrpcOptions(args.grpc_port, args.grpc_max_message_bytes)
+    return serve(settings, args.host, args.port, args.drain_grace, args.drain_limit, exit_on_failure, grpc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.telemetry import LATENCY_BUCKETS
+from services.modelserver.stats import VersionStats
 
 LABELS = ("model", "version")
 STATES = ("LOADING", "READY", "UNAVAILABLE", "UNLOADED")
@@ -92,6 +93,7 @@ class VersionMetrics:
         "queue_depth",
         "queue_time",
         "request_time",
+        "stats",
     )
 
     def __init__(self, model: str, version: str) -> None:
@@ -104,3 +106,4 @@ class VersionMetrics:
         self.executions = EXECUTIONS.labels(model, version)
         self.in_flight = IN_FLIGHT.labels(model, version)
         self.queue_depth = QUEUE_DEPTH.labels(model, version)
+        self.stats = VersionStats()  # Triton's statistics extension (cumulative ns)

@@ -8,32 +8,50 @@ server stays up, not ready, and reports the failure in the repository index (hot
 SIGTERM/SIGINT: readiness turns false and new infer requests get 503 + Retry-After at once; queued
 requests are dispatched without waiting for their queue delay; when nothing is in flight (and the
 optional grace period has passed) uvicorn stops and the process exits 0. A second signal forces exit.
+The gRPC listener (--grpc-port) shares the data plane, so it drains the same way: new calls get
+UNAVAILABLE, calls in flight finish (no CANCELED), then it stops before the repository closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
 
 from services.common.httpserver import config as http_config
 from services.common.lifecycle import follow_supervisor
-from services.modelserver.app import InferenceApp, Settings, build_app
+from services.modelserver.app import InferenceApp, build_app
+from services.modelserver.dataplane import Settings
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GrpcOptions:
+    port: int = 0  # 0: no gRPC listener
+    max_message_bytes: int = 0  # 0: the REST body limit (never less)
+
+
 class DrainingServer(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, app: InferenceApp, grace: float, limit: float, exit_on_load_failure: bool
+        self,
+        config: uvicorn.Config,
+        app: InferenceApp,
+        grace: float,
+        limit: float,
+        exit_on_load_failure: bool = False,
+        grpc: GrpcOptions = GrpcOptions(),
     ) -> None:
         super().__init__(config)
         self.exit_on_load_failure = exit_on_load_failure
         self.app = app
         self.grace = grace
         self.limit = limit
+        self.grpc_options = grpc
+        self.grpc_server: object | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
         self._drain_task: asyncio.Task | None = None
@@ -43,11 +61,13 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
-        if self.started and self.exit_on_load_failure and self.app.state.repository.only:
+        if self.grpc_options.port and not self.should_exit:
+            await self._start_grpc()
+        if self.started and self.exit_on_load_failure and self.app.plane.repository.only:
             self._load_check = self._loop.create_task(self._exit_unless_loaded())
 
     async def _exit_unless_loaded(self) -> None:
-        repository = self.app.state.repository
+        repository = self.app.plane.repository
         while not repository.scanned:  # the first scan runs in the lifespan; start-up only
             await asyncio.sleep(0.05)
         for name in repository.only or {}:
@@ -57,6 +77,29 @@ class DrainingServer(uvicorn.Server):
                 log.error("--model %s did not load%s: nothing to serve, exiting", name, why, extra={"model": name})
                 self.load_failed = True
         self.should_exit = self.should_exit or self.load_failed
+
+    async def _start_grpc(self) -> None:
+        """The gRPC listener beside HTTP, on this loop and the same data plane."""
+        from services.modelserver.app import EXTENSIONS, SERVER_NAME, SERVER_VERSION
+        from services.modelserver.grpc_server import build_server
+
+        server, port = build_server(
+            self.app.plane,
+            self.config.host,
+            self.grpc_options.port,
+            self.grpc_options.max_message_bytes,
+            (SERVER_NAME, SERVER_VERSION, EXTENSIONS),
+        )
+        await server.start()
+        self.grpc_server = server
+        log.info("gRPC listening on %s:%d", self.config.host, port, extra={"grpc_port": port})
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        # gRPC first: the drain already waited for in-flight calls (both transports), so stop() only
+        # closes idle connections and open streams, before the lifespan closes the repository.
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(max(self.limit, 1.0))  # type: ignore[attr-defined]
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Replaces uvicorn's handler, which would stop accepting at once and re-raise the signal
@@ -72,9 +115,9 @@ class DrainingServer(uvicorn.Server):
         self._drain_task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        state = self.app.state
-        state.begin_drain()
-        await state.wait_idle(self.grace, self.limit)
+        plane = self.app.plane
+        plane.begin_drain()
+        await plane.wait_idle(self.grace, self.limit)
         log.info("drained; shutting down")
         self.should_exit = True
 
@@ -86,11 +129,12 @@ def serve(
     drain_grace: float = 0.0,
     drain_limit: float = 30.0,
     exit_on_load_failure: bool = False,
+    grpc: GrpcOptions = GrpcOptions(),
 ) -> int:
     app = build_app(settings)
     # Header caps, read timeouts, no trailers: services.common.httpserver (uvloop, httptools, no access log).
     config = http_config(app, host=host, port=port, timeout_graceful_shutdown=max(drain_limit, 1.0))
-    server = DrainingServer(config, app, drain_grace, drain_limit, exit_on_load_failure)
+    server = DrainingServer(config, app, drain_grace, drain_limit, exit_on_load_failure, grpc)
     follow_supervisor()
     server.run()
     return 0 if server.started and not server.load_failed else 1

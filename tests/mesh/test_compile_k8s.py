@@ -14,7 +14,7 @@ import yaml
 from mesh.compile import k8s
 from mesh.compile.names import workloads
 from mesh.compile.settings import Environment, ModelStore, Platform
-from mesh.spec import load_spec, validate_spec
+from mesh.spec import Grpc, load_spec, validate_spec
 from tests.mesh.schemas import validate_builtin
 
 SPEC = load_spec()
@@ -217,7 +217,7 @@ def test_pods_get_a_spec_without_weights_and_a_discovery_file(objects: list[dict
             "instance": "digits-v1",
             "host": "digits-v1.meshserve.svc.cluster.local",
             "port": 8000,
-            "meta": {"version": "1"},
+            "meta": {"version": "1", "grpc_port": "9000"},
         }
     ]
 
@@ -235,3 +235,34 @@ def test_kong_upstream_annotations_only_on_gateway_backends() -> None:
         assert (annotations.get("ingress.kubernetes.io/service-upstream") == "true") is exposed, name
         if exposed:
             assert annotations["konghq.com/host-header"] == f"{name}.meshserve.svc.cluster.local"
+
+
+def test_model_servers_carry_the_grpc_port(objects: list[dict[str, Any]]) -> None:
+    """Container port `grpc` and the server listening on it; Service ports with appProtocol grpc (Istio
+    then carries HTTP/2) on every model version Service and the model host; none on pipeline services."""
+    grpc_port = SPEC.grpc.port
+    for name, deployment in of_kind(objects, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if name.startswith(("digits-v", "resnet-v")):
+            assert ports["grpc"] == grpc_port, name
+            command = container["command"]
+            assert command[command.index("--grpc-port") + 1] == str(grpc_port)
+        else:
+            assert "grpc" not in ports and "--grpc-port" not in container["command"], name
+    services = of_kind(objects, "Service")
+    for name in ("digits-v1", "digits-v2", "resnet-v1", "digits", "resnet"):
+        grpc = [p for p in services[name]["spec"]["ports"] if p["name"] == "grpc"]
+        assert grpc == [
+            {"name": "grpc", "port": grpc_port, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
+        ], name
+    assert all(p["name"] != "grpc" for p in services["digits-classify"]["spec"]["ports"])
+
+
+def test_grpc_can_be_turned_off() -> None:
+    spec = SPEC.model_copy(update={"grpc": Grpc(enabled=False)})
+    objects = k8s.compile_core(spec, Environment())
+    for deployment in of_kind(objects, "Deployment").values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert "--grpc-port" not in container["command"] and len(container["ports"]) == 1
+    assert all(p["name"] != "grpc" for s in of_kind(objects, "Service").values() for p in s["spec"]["ports"])

@@ -55,6 +55,7 @@ class Proc:
     proc: subprocess.Popen
     port: int
     log: Path
+    grpc_port: int = 0  # model servers started with --grpc-port
 
     @property
     def base(self) -> str:
@@ -93,12 +94,19 @@ def _wait_ready(proc: Proc, path: str, timeout: float = 60.0) -> None:
     wait_for(up, timeout, f"{proc.base}{path}")
 
 
-def start_model_server(repository: Path, model: str, version: int, log_dir: Path, port: int | None = None) -> Proc:
+def start_model_server(
+    repository: Path, model: str, version: int, log_dir: Path, port: int | None = None, grpc: bool = False
+) -> Proc:
     """`meshserve serve --model <model>:<version>` (not yet ready: call `wait_model_server`)."""
     port = port or free_port()
     args = [sys.executable, "-m", "services.cli", "serve", "--repository", str(repository),
             "--model", f"{model}:{version}", "--port", str(port), "--poll-interval", "0"]  # fmt: skip
-    return _spawn(args, port, log_dir / f"{model}-v{version}-{port}.log")
+    grpc_port = free_port() if grpc else 0
+    if grpc:
+        args += ["--grpc-port", str(grpc_port)]
+    proc = _spawn(args, port, log_dir / f"{model}-v{version}-{port}.log")
+    proc.grpc_port = grpc_port
+    return proc
 
 
 def wait_model_server(proc: Proc) -> None:
@@ -114,6 +122,7 @@ class Stack:
     servers: dict[str, list[Proc]] = field(default_factory=dict)
     gateway: Proc | None = None
     status_port: int = 0  # the gateway's status listener: /metrics, /healthz, /ready
+    grpc: bool = False  # model servers also listen for gRPC (published as endpoint meta grpc_port)
 
     @property
     def status(self) -> str:
@@ -142,7 +151,16 @@ class Stack:
 
     def write_endpoints(self, extra: dict[str, list[tuple[str, int]]] | None = None) -> None:
         table = {
-            service: [Endpoint(service, f"{service}-{i}", "127.0.0.1", p.port) for i, p in enumerate(procs)]
+            service: [
+                Endpoint(
+                    service,
+                    f"{service}-{i}",
+                    "127.0.0.1",
+                    p.port,
+                    {"grpc_port": str(p.grpc_port)} if p.grpc_port else {},
+                )
+                for i, p in enumerate(procs)
+            ]
             for service, procs in self.servers.items()
         }
         for service, entries in (extra or {}).items():
@@ -154,7 +172,7 @@ class Stack:
         started = []
         for (model, version), count in replicas.items():
             for _ in range(count):
-                proc = start_model_server(repository, model, version, self.root)
+                proc = start_model_server(repository, model, version, self.root, grpc=self.grpc)
                 self.servers.setdefault(f"{model}-v{version}", []).append(proc)
                 started.append(proc)
         for proc in started:

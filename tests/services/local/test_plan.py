@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from mesh.spec import DEFAULT_SPEC_PATH, load_spec
+from mesh.spec import DEFAULT_SPEC_PATH, Grpc, load_spec
 from services.local.plan import GATEWAY_HEALTH, MODEL_HEALTH, STAGE_HEALTH, plan_processes
 
 
@@ -24,9 +24,9 @@ def test_demo_spec_plan() -> None:
     ]
     by_instance = {p.instance: p for p in plan}
     v2 = by_instance["digits-v2-0"]
-    assert (
-        v2.service == "digits-v2" and v2.health_path == MODEL_HEALTH and v2.meta == {"model": "digits", "version": "2"}
-    )
+    assert v2.service == "digits-v2" and v2.health_path == MODEL_HEALTH
+    assert v2.meta == {"model": "digits", "version": "2", "grpc_port": str(v2.grpc_port)}
+    assert v2.argv[v2.argv.index("--grpc-port") + 1] == str(v2.grpc_port) != str(v2.port)
     assert v2.argv[1:4] == ("-m", "services.cli", "serve")
     assert v2.argv[v2.argv.index("--model") : v2.argv.index("--model") + 2] == ("--model", "digits:2")
     assert by_instance["digits-classify-0"].health_path == STAGE_HEALTH
@@ -37,7 +37,18 @@ def test_demo_spec_plan() -> None:
     assert gateway.health_url == f"http://127.0.0.1:{gateway.health_port}/ready"
     assert gateway.meta == {"metrics_port": str(gateway.health_port)}
     assert gateway.argv[gateway.argv.index("--status-port") + 1] == str(gateway.health_port)
+    assert gateway.argv[gateway.argv.index("--grpc-port") + 1] == str(gateway.grpc_port)
+    assert gateway.grpc_port not in (0, spec.grpc.gateway_port)  # a free port when the caller picks ports
     assert len({p.port for p in plan}) == len(plan)
+    grpc_ports = [p.grpc_port for p in plan if p.grpc_port]
+    assert len(grpc_ports) == 5 and len(set(grpc_ports)) == 5 and not set(grpc_ports) & {p.port for p in plan}
+
+
+def test_grpc_off() -> None:
+    spec = load_spec(DEFAULT_SPEC_PATH).model_copy(update={"grpc": Grpc(enabled=False)})
+    ports = itertools.count(40000)
+    plan = plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports))
+    assert all(p.grpc_port == 0 and "--grpc-port" not in p.argv and "grpc_port" not in p.meta for p in plan)
 
 
 def test_without_gateway_and_default_port() -> None:
@@ -46,4 +57,5 @@ def test_without_gateway_and_default_port() -> None:
     assert all(
         p.service != "gateway" for p in plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports), with_gateway=False)
     )
-    assert plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports))[-1].port == spec.gateway.port
+    gateway = plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports))[-1]
+    assert gateway.port == spec.gateway.port and gateway.grpc_port == spec.grpc.gateway_port

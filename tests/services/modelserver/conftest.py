@@ -2,7 +2,7 @@
 
 Models (built here with onnx.helper):
 - affine v1, v2 (policy all): x FP32 [N,4] -> y, relu FP32 [N,3]; short queue delay.
-- ident: one Identity per v2 datatype, IN_<DT>/OUT_<DT> [N,3].
+- ident: one Identity per v2 datatype, IN_<DT>/OUT_<DT> [N,3]; typed: the same without FP16.
 - batched: affine, no preferred size, 60 s queue delay: a batch goes out only when it fills 8 rows.
 - preferred: same with preferred_batch_size [4].
 - plain: affine with max_batch_size 0 (no batch dimension, no batching).
@@ -74,6 +74,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     )
     r.models[("ident", 1)] = identity_all_types(root / "ident" / "1" / "model.onnx")
     write_config(root / "ident", max_batch_size=4)
+    # gRPC typed contents have no FP16 field: every other datatype, for the typed-contents tests
+    r.models[("typed", 1)] = identity_all_types(root / "typed" / "1" / "model.onnx", skip=("FP16",))
+    write_config(root / "typed", max_batch_size=4)
     slow = {"max_queue_delay_microseconds": LONG_DELAY_US}
     for name, batching, policy in (
         ("batched", slow, {}),
@@ -93,5 +96,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
 @pytest.fixture(scope="session")
 def server(repo: Repo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     logs = tmp_path_factory.mktemp("logs")
-    with run_server(repo.root, "--poll-interval", "0", "--max-body-bytes", str(MAX_BODY), log_dir=logs) as s:
+    args = ("--poll-interval", "0", "--max-body-bytes", str(MAX_BODY))
+    with run_server(repo.root, *args, log_dir=logs, grpc=True) as s:
         yield s

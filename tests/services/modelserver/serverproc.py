@@ -38,11 +38,21 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str =
         time.sleep(0.02)
 
 
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 @dataclass
 class Server:
     proc: subprocess.Popen
     port: int
     log: Path
+    grpc_port: int = 0
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -73,9 +83,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def run_server(repository: Path, *args: str, log_dir: Path, ready: bool = True) -> Iterator[Server]:
-    """The server as a child process; always torn down (SIGTERM, then SIGKILL) by its PID."""
+def run_server(repository: Path, *args: str, log_dir: Path, ready: bool = True, grpc: bool = False) -> Iterator[Server]:
+    """The server as a child process; always torn down (SIGTERM, then SIGKILL) by its PID.
+    With `grpc`, it also listens for v2 gRPC on a free port (Server.grpc_port)."""
     port = free_port()
+    grpc_port = free_port() if grpc else 0
+    if grpc:
+        args = (*args, "--grpc-port", str(grpc_port))
     log = log_dir / f"server-{port}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as sink:
@@ -84,14 +98,14 @@ def run_server(repository: Path, *args: str, log_dir: Path, ready: bool = True) 
              "--port", str(port), *args],
             cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    server = Server(proc, port, log)
+    server = Server(proc, port, log, grpc_port)
     try:
         path = "/v2/health/ready" if ready else "/v2/health/live"
 
         def up() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"server exited with {proc.returncode}:\n{server.logs()}")
-            return server.get(path).status_code == 200
+            return server.get(path).status_code == 200 and (not grpc or _accepts(grpc_port))
 
         wait_for(up, 60, f"server {path}")
         yield server

@@ -67,3 +67,40 @@ def test_sigterm_drains_without_losing_accepted_requests(tmp_path: Path) -> None
         assert "shutting down" in out[1][1]
     logs = server.logs()
     assert "draining" in logs and "drained; shutting down" in logs
+
+
+def test_sigterm_drains_grpc_without_cancelling_calls_in_flight(tmp_path: Path) -> None:
+    """triton#8253: calls in flight at SIGTERM must finish, not end CANCELED; new ones get UNAVAILABLE."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    repo = tmp_path / "repo"
+    model = affine(repo / "slow" / "1" / "model.onnx", seed=4)
+    write_config(repo / "slow", max_batch_size=64, dynamic_batching={"max_queue_delay_microseconds": 60_000_000})
+    reference = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    with run_server(repo, "--drain-grace", "1.0", log_dir=tmp_path, grpc=True) as server:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.grpc_url))
+
+        def request(x: np.ndarray) -> service_pb2.ModelInferRequest:
+            message = service_pb2.ModelInferRequest(model_name="slow")
+            message.inputs.add(name="x", datatype="FP32", shape=x.shape)
+            message.raw_input_contents.append(x.tobytes())
+            return message
+
+        inputs = [np.full((1 + i % 3, 4), i, np.float32) for i in range(WORKERS)]
+        calls = [stub.ModelInfer.future(request(x), timeout=60) for x in inputs]
+        labels = {"model": "slow", "version": "1"}
+        wait_for(lambda: server.metric("meshserve_inference_queue_depth", **labels) == WORKERS, what="all queued")
+
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: httpx.get(server.base + "/v2/health/ready").status_code == 503, what="not ready")
+        try:
+            stub.ModelInfer(request(inputs[0]), timeout=10)
+            raise AssertionError("a call after SIGTERM was accepted")
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in exc.details()
+        for x, call in zip(inputs, calls, strict=True):
+            response = call.result(timeout=30)  # raises if CANCELED
+            y = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(len(x), 3)
+            np.testing.assert_array_equal(y, reference.run(["y"], {"x": x})[0])
+        assert server.proc.wait(30) == 0
