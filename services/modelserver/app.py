@@ -25,8 +25,9 @@ from starlette.types import Message, Receive, Scope, Send
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
-from services.modelserver.codec import ProtocolError, decode_request, encode_response, error_body, split_body
-from services.modelserver.repository import Repository, ServingVersion, is_version
+from services.modelserver.codec import ProtocolError, encode_response, error_body, split_body
+from services.modelserver.decodepool import DecodePool
+from services.modelserver.repository import Repository, ServingVersion, is_version, shown
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class ServerState:
         self.settings = settings
         self.repository = Repository(settings.repository, settings.models or None, settings.config_overrides)
         self.draining = False
-        self.active = 0  # infer requests accepted and not yet answered
+        self.active = 0  # infer requests whose body has arrived and that are not yet answered
+        self.decoder = DecodePool()
 
     def ready(self) -> bool:
         return not self.draining and self.repository.ready()
@@ -146,9 +148,9 @@ class InferenceApp:
         if state.draining:
             await _send(send, 503, error_body("server is shutting down; retry elsewhere"), extra=_RETRY_AFTER)
             return
-        state.active += 1
         serving: ServingVersion | None = None
         outcome = "error"
+        counted = False  # in flight only once the body is in: a slow sender must not hold the drain
         try:
             parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
             if len(parts) == 1 and parts[0]:
@@ -163,11 +165,22 @@ class InferenceApp:
                 body = await read_body(receive, limit)
             except BodyTooLarge as exc:
                 raise ProtocolError(413, str(exc)) from None
-            # Routed after the body is in: from here to the batcher's queue nothing awaits, so a
-            # version swapped or unloaded meanwhile is never picked up half-closed.
+            if state.draining:
+                raise ProtocolError(503, "server is shutting down; retry elsewhere", _RETRY_AFTER)
+            state.active += 1
+            counted = True
+            # Routed after the body is in. From here to the batcher's queue nothing awaits, except a
+            # large JSON decode (another process): the version is looked up again after it, so one
+            # swapped or unloaded meanwhile is never picked up half-closed.
             serving = state.repository.get(model, version)
             header, binary = split_body(body, header_length)
-            request = decode_request(header, binary, serving.signature)
+            request = await state.decoder.decode(header, binary, serving.signature)
+            if len(header) >= state.decoder.threshold:
+                current = state.repository.get(model, version)
+                if current is not serving:
+                    if current.signature != serving.signature:
+                        request = await state.decoder.decode(header, binary, current.signature)
+                    serving = current
             results = await serving.batcher.infer(request)
             outputs = serving.signature.outputs
             payload, json_length = encode_response(
@@ -192,7 +205,8 @@ class InferenceApp:
         except ClientGone:
             pass  # the client went away while sending its body
         finally:
-            state.active -= 1
+            if counted:
+                state.active -= 1
             if serving is not None:
                 metrics = serving.metrics
                 metrics.outcome[outcome].inc()
@@ -252,6 +266,7 @@ def build_api(state: ServerState) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.decoder.start()
         tasks = [asyncio.create_task(repository.poll(), name="initial-load")]
         if settings.poll_interval > 0:
             tasks.append(asyncio.create_task(repository.poll_forever(settings.poll_interval), name="poll"))
@@ -263,6 +278,7 @@ def build_api(state: ServerState) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await repository.close()
+            await asyncio.to_thread(state.decoder.close)
             log.info("model server stopped")
 
     api = FastAPI(
@@ -312,7 +328,7 @@ def build_api(state: ServerState) -> FastAPI:
         if model not in repository.models:
             return _error(404, f"unknown model {model!r}")
         if version is not None and not is_version(version):
-            return _error(404, f"unknown version {version!r} of model {model!r}: versions are whole numbers")
+            return _error(404, f"unknown version {shown(version)} of model {model!r}: versions are whole numbers")
         try:
             repository.get(model, version)
         except ProtocolError:

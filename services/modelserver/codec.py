@@ -32,6 +32,9 @@ class ProtocolError(Exception):
         self.message = message
         self.headers = headers
 
+    def __reduce__(self) -> tuple:  # travels back from the decoder process intact
+        return (type(self), (self.status, self.message, self.headers))
+
 
 def bad(message: str) -> ProtocolError:
     return ProtocolError(400, message)
@@ -126,24 +129,32 @@ def _numbers(name: str, datatype: str, data: list, allowed: frozenset[type], may
     if kind in "iuf" and not may_hold_bools:
         return arr
     needs = "numbers" if float in allowed else "integers"
+    hint = _NON_FINITE_HINT if float in allowed else ""
     if kind not in "iufO":
-        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {_KIND_NAMES.get(kind, arr.dtype)}")
+        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {_KIND_NAMES.get(kind, arr.dtype)}{hint}")
     elements = arr if kind == "O" else np.array(data, dtype=object)
     wrong = set(map(type, elements.reshape(-1))) - allowed
     if wrong:
         got = ", ".join(sorted(_JSON_NAMES.get(t, t.__name__) for t in wrong))
-        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {got}")
+        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {got}{hint if str in wrong else ''}")
     return arr
 
 
 _FLOAT_TYPES = frozenset({int, float})
+_NON_FINITE_HINT = " (JSON numbers cannot be NaN or infinite: send such values with the binary tensor extension)"
 _INT_TYPES = frozenset({int})
 
 
 def _from_json(name: str, datatype: str, data: object, count: int, may_hold_bools: bool) -> np.ndarray:
-    """`data` is a JSON list, or a flat numeric array from jsonload's large-body path (numbers only)."""
+    """`data` is a JSON list, or a flat numeric array / `Nested` from jsonload's large-body path (numbers only)."""
     if isinstance(data, np.ndarray):
         arr = data
+    elif isinstance(data, jsonload.Nested):
+        if data.flat.size != count:  # counted before the nesting is looked at
+            raise bad(f"input {name!r}: data has {data.flat.size} elements, the shape needs {count}")
+        if jsonload.nested_shape(data.text) is None:
+            raise bad(f"input {name!r}: data is not a {datatype} tensor (nested lists are ragged or too deep)")
+        arr = data.flat
     elif not isinstance(data, list):
         raise bad(f"input {name!r}: 'data' must be a list, got {type(data).__name__}")
     elif datatype == "BYTES":
@@ -162,7 +173,7 @@ def _from_json(name: str, datatype: str, data: object, count: int, may_hold_bool
             except (ValueError, TypeError, OverflowError) as exc:
                 raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
         if np.isinf(arr).any():  # JSON cannot spell infinity: this is a value too large for the type
-            raise bad(f"input {name!r}: values out of range for {datatype}")
+            raise bad(f"input {name!r}: values out of range for {datatype}{_NON_FINITE_HINT}")
     elif dtype.kind == "b":
         arr = _inferred(name, datatype, data) if arr is None else arr
         if arr.size and arr.dtype.kind != "b":
@@ -260,6 +271,8 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
         doc = jsonload.load(header)
     except jsonload.JSONError as exc:
         raise bad(f"malformed JSON in request body: {exc}") from None
+    except jsonload.JSONTooLarge as exc:
+        raise bad(f"{exc}: too long for the JSON path; send large tensors with the binary tensor extension") from None
     if not isinstance(doc, dict):
         raise bad("request body must be a JSON object")
     params = _param(doc.get("parameters"), "request")
@@ -306,6 +319,11 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
             arr = _from_binary(name, datatype, binary[offset : offset + size], count)
             offset += size
         elif "data" in raw:
+            if count > (len(header) + 1) // 2:  # every JSON element takes a character and a separator
+                raise bad(
+                    f"input {name!r}: shape {list(shape)} needs {count} elements, a JSON body of {len(header)} "
+                    f"bytes holds at most {(len(header) + 1) // 2}"
+                )
             data = raw["data"]
             if may_hold_bools is None and type(data) is list and datatype not in _TEXT_OR_BOOL:
                 may_hold_bools = _spells_boolean(header)
@@ -363,6 +381,17 @@ def _strings_to_binary(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def _spelled(flat: np.ndarray) -> list:
+    """JSON has no NaN or infinity (orjson would write null, which reads back as "missing"): such values
+    go as the strings "NaN", "Infinity", "-Infinity", which numpy, and so tritonclient's as_numpy(), reads
+    back as the same floats. Binary outputs carry them as they are."""
+    values = flat.tolist()
+    for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+        value = values[i]
+        values[i] = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return values
+
+
 def encode_response(
     model: str,
     version: str,
@@ -381,7 +410,8 @@ def encode_response(
         elif datatype == "BYTES":
             entry["data"] = [x if isinstance(x, str) else bytes(x).decode("utf-8", "replace") for x in arr.flat]
         else:
-            entry["data"] = np.ascontiguousarray(arr).reshape(-1)
+            flat = np.ascontiguousarray(arr).reshape(-1)
+            entry["data"] = flat if flat.dtype.kind != "f" or np.isfinite(flat).all() else _spelled(flat)
         described.append(entry)
     doc: dict = {"model_name": model, "model_version": version, "outputs": described}
     if request_id is not None:

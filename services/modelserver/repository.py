@@ -24,9 +24,18 @@ from services.modelserver.signature import Signature
 log = logging.getLogger(__name__)
 
 
+MAX_VERSION_DIGITS = 18  # versions are int64 in Triton; int() of 4,300+ digits raises (CPython's limit)
+
+
 def is_version(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses."""
-    return text.isascii() and text.isdigit()
+    """ASCII digits only (str.isdigit() also takes "²" and other digits int() refuses), and few enough
+    of them to be an int64 that int() converts in constant time."""
+    return len(text) <= MAX_VERSION_DIGITS and text.isascii() and text.isdigit()
+
+
+def shown(text: str) -> str:
+    """A client-supplied name as an error message quotes it: repr, cut short."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
 
 
 def check_model_name(name: str) -> None:
@@ -114,14 +123,18 @@ class Repository:
     def get(self, model: str, version: str | None) -> ServingVersion:
         record = self.models.get(model)
         if record is None:
-            raise ProtocolError(404, f"unknown model {model!r}")
+            raise ProtocolError(404, f"unknown model {shown(model)}")
         if version is None:
             newest = record.newest()
             if newest is None:
                 raise ProtocolError(404, f"model {model!r} has no ready version{self._why(record)}")
             return newest
         if not is_version(version):
-            raise ProtocolError(404, f"unknown version {version!r} of model {model!r}: versions are whole numbers")
+            raise ProtocolError(
+                404,
+                f"unknown version {shown(version)} of model {model!r}: versions are whole numbers of at most "
+                f"{MAX_VERSION_DIGITS} digits",
+            )
         serving = record.serving.get(int(version))
         if serving is None:
             status = record.status.get(int(version))

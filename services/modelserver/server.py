@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import FrameType
 
 import uvicorn
@@ -48,9 +49,13 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         state = self.app.state
+        started = time.monotonic()
         state.begin_drain()
         await state.wait_idle(self.grace, self.limit)
         log.info("drained; shutting down")
+        # uvicorn then waits for open connections (a slow sender's body, say) at most what is left
+        # of the drain limit, so the whole shutdown stays within --drain-limit
+        self.config.timeout_graceful_shutdown = max(self.limit - (time.monotonic() - started), 0.5)
         self.should_exit = True
 
 
