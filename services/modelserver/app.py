@@ -25,9 +25,9 @@ from starlette.types import Message, Receive, Scope, Send
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
-from services.modelserver.codec import ProtocolError, encode_response, error_body, split_body
+from services.modelserver.codec import ProtocolError, encode_response, error_body, quoted, split_body
 from services.modelserver.decodepool import DecodePool
-from services.modelserver.repository import Repository, ServingVersion, is_version, shown
+from services.modelserver.repository import Repository, ServingVersion, is_version
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ def build_api(state: ServerState) -> FastAPI:
         if model not in repository.models:
             return _error(404, f"unknown model {model!r}")
         if version is not None and not is_version(version):
-            return _error(404, f"unknown version {shown(version)} of model {model!r}: versions are whole numbers")
+            return _error(404, f"unknown version {quoted(version)} of model {model!r}: versions are whole numbers")
         try:
             repository.get(model, version)
         except ProtocolError:

@@ -40,6 +40,11 @@ def bad(message: str) -> ProtocolError:
     return ProtocolError(400, message)
 
 
+def quoted(text: str) -> str:
+    """A client-supplied value as an error message quotes it: repr, cut short."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
+
+
 @dataclass(slots=True)
 class InferRequest:
     id: str | None
@@ -57,9 +62,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
     if header_length is None:
         return body, memoryview(b"")
     try:
+        if len(header_length) > 18:  # past any body size, and int() of 4,300+ digits raises anyway
+            raise ValueError
         n = int(header_length)
     except ValueError:
-        raise bad(f"Inference-Header-Content-Length {header_length!r} is not an integer") from None
+        raise bad(
+            f"Inference-Header-Content-Length {quoted(header_length)} is not an integer of at most 18 digits"
+        ) from None
     if n < 0 or n > len(body):
         raise bad(f"Inference-Header-Content-Length is {n} but the body has only {len(body)} bytes")
     view = memoryview(body)

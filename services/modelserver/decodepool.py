@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from services.modelserver.codec import InferRequest, ProtocolError, decode_request
+from services.modelserver.metrics import DECODES_IN_WORKER
 from services.modelserver.signature import Signature
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class DecodePool:
             return decode_request(header, binary, signature)
         pool = self._executor()
         loop = asyncio.get_running_loop()
+        DECODES_IN_WORKER.inc()
         try:
             return await loop.run_in_executor(pool, decode_request, bytes(header), bytes(binary), signature)
         except BrokenProcessPool:
@@ -60,6 +62,8 @@ class DecodePool:
                 log.error("the decoder process died decoding a %d-byte body; starting a new one", len(header))
                 self.start()
             raise ProtocolError(400, "decoding this request body killed the decoder process; it is refused") from None
+        finally:
+            DECODES_IN_WORKER.dec()
 
     def close(self) -> None:
         if self._pool is not None:

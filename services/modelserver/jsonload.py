@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover
 LARGE = 64 * 1024  # below this orjson is as fast and simpler
 SATURATED = 0xFFFFFF  # simdjson's element count stops here: len() == SATURATED means "this or more"
 SAFE_BYTES = 2 * SATURATED - 1  # the smallest body that can hold an array of SATURATED elements
-MAX_DEPTH = 32  # numpy takes 64 dimensions; no model input has more than a handful
+MAX_DEPTH = 64  # as deep as numpy reads nested lists (its NPY_MAXDIMS)
 
 
 class JSONError(ValueError):

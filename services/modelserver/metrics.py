@@ -50,6 +50,10 @@ QUEUE_DEPTH = Gauge(
 MODEL_STATE = Gauge(
     "meshserve_model_state", "1 for the current state of a model version, 0 for the others.", [*LABELS, "state"]
 )
+DECODES_IN_WORKER = Gauge(
+    "meshserve_inference_large_decodes",
+    "Large JSON request bodies in the decoder process or waiting for it (one is decoded at a time).",
+)
 LOAD_FAILURES = Counter("meshserve_model_load_failures_total", "Failed loads of a model version.", LABELS)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from services.common.files import FileIdentity, file_identity
 from services.modelserver.batching import Batcher
-from services.modelserver.codec import ProtocolError
+from services.modelserver.codec import ProtocolError, quoted
 from services.modelserver.config import CONFIG_FILE, MODEL_FILE, ModelConfig, load_config
 from services.modelserver.metrics import LOAD_FAILURES, VersionMetrics, set_state
 from services.modelserver.runtime import Runtime
@@ -31,11 +31,6 @@ def is_version(text: str) -> bool:
     """ASCII digits only (str.isdigit() also takes "²" and other digits int() refuses), and few enough
     of them to be an int64 that int() converts in constant time."""
     return len(text) <= MAX_VERSION_DIGITS and text.isascii() and text.isdigit()
-
-
-def shown(text: str) -> str:
-    """A client-supplied name as an error message quotes it: repr, cut short."""
-    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
 
 
 def check_model_name(name: str) -> None:
@@ -123,7 +118,7 @@ class Repository:
     def get(self, model: str, version: str | None) -> ServingVersion:
         record = self.models.get(model)
         if record is None:
-            raise ProtocolError(404, f"unknown model {shown(model)}")
+            raise ProtocolError(404, f"unknown model {quoted(model)}")
         if version is None:
             newest = record.newest()
             if newest is None:
@@ -132,7 +127,7 @@ class Repository:
         if not is_version(version):
             raise ProtocolError(
                 404,
-                f"unknown version {shown(version)} of model {model!r}: versions are whole numbers of at most "
+                f"unknown version {quoted(version)} of model {model!r}: versions are whole numbers of at most "
                 f"{MAX_VERSION_DIGITS} digits",
             )
         serving = record.serving.get(int(version))

@@ -3,6 +3,8 @@
 SIGTERM/SIGINT: readiness turns false and new infer requests get 503 + Retry-After at once; queued
 requests are dispatched without waiting for their queue delay; when nothing is in flight (and the
 optional grace period has passed) uvicorn stops and the process exits 0. A second signal forces exit.
+An infer request counts as in flight once its body has arrived: a client still sending (or one that
+never finishes) holds the shutdown for UNFINISHED_REQUEST_GRACE at most, and is then disconnected.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from services.common.lifecycle import follow_supervisor
 from services.modelserver.app import InferenceApp, Settings, build_app
 
 log = logging.getLogger(__name__)
+
+UNFINISHED_REQUEST_GRACE = 1.0  # seconds uvicorn waits, after the drain, for requests still arriving
 
 
 class DrainingServer(uvicorn.Server):
@@ -53,9 +57,11 @@ class DrainingServer(uvicorn.Server):
         state.begin_drain()
         await state.wait_idle(self.grace, self.limit)
         log.info("drained; shutting down")
-        # uvicorn then waits for open connections (a slow sender's body, say) at most what is left
-        # of the drain limit, so the whole shutdown stays within --drain-limit
-        self.config.timeout_graceful_shutdown = max(self.limit - (time.monotonic() - started), 0.5)
+        # Every infer request whose body arrived is answered: what uvicorn would still wait for is a
+        # body still arriving (a slow sender) or a quick metadata call, so it gets a second at most,
+        # and never more than is left of the drain limit.
+        left = self.limit - (time.monotonic() - started)
+        self.config.timeout_graceful_shutdown = min(max(left, 0.1), UNFINISHED_REQUEST_GRACE)
         self.should_exit = True
 
 
