@@ -330,8 +330,10 @@ def build_api(state: ServerState) -> FastAPI:
         if version is not None and not is_version(version):
             return _error(404, f"unknown version {quoted(version)} of model {model!r}: versions are whole numbers")
         try:
-            repository.get(model, version)
+            serving = repository.get(model, version)
         except ProtocolError:
+            return JSONResponse({"name": model, "ready": False}, status_code=503)
+        if not serving.health.healthy:  # failing (services/modelserver/health.py)
             return JSONResponse({"name": model, "ready": False}, status_code=503)
         return JSONResponse({"name": model, "ready": True})
 

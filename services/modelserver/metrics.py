@@ -54,6 +54,16 @@ DECODES_IN_WORKER = Gauge(
     "meshserve_inference_large_decodes",
     "Large JSON request bodies in the decoder process or waiting for it (one is decoded at a time).",
 )
+EXECUTION_FAILURES = Counter(
+    "meshserve_model_execution_failures_total",
+    "Model executions (batches) that failed inside the server (answered 500); input errors are not counted.",
+    LABELS,
+)
+HEALTHY = Gauge(
+    "meshserve_model_healthy",
+    "1 while a serving version's recent executions mostly succeed, 0 while it is failing (see health.py).",
+    LABELS,
+)
 LOAD_FAILURES = Counter("meshserve_model_load_failures_total", "Failed loads of a model version.", LABELS)
 
 
@@ -68,7 +78,9 @@ class VersionMetrics:
     __slots__ = (
         "batch_size",
         "compute",
+        "execution_failures",
         "executions",
+        "healthy",
         "in_flight",
         "inferences",
         "outcome",
@@ -85,5 +97,8 @@ class VersionMetrics:
         self.batch_size = BATCH_SIZE.labels(model, version)
         self.inferences = INFERENCES.labels(model, version)
         self.executions = EXECUTIONS.labels(model, version)
+        self.execution_failures = EXECUTION_FAILURES.labels(model, version)
+        self.healthy = HEALTHY.labels(model, version)
+        self.healthy.set(1)
         self.in_flight = IN_FLIGHT.labels(model, version)
         self.queue_depth = QUEUE_DEPTH.labels(model, version)

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.files import FileIdentity, file_identity
+from services.modelserver import warmup
 from services.modelserver.batching import Batcher
 from services.modelserver.codec import ProtocolError, quoted
 from services.modelserver.config import CONFIG_FILE, MODEL_FILE, ModelConfig, load_config
+from services.modelserver.health import FailureWindow
 from services.modelserver.metrics import LOAD_FAILURES, VersionMetrics, set_state
 from services.modelserver.runtime import Runtime
 from services.modelserver.signature import Signature
@@ -56,6 +58,17 @@ def disk_versions(model_dir: Path) -> dict[int, FileIdentity]:
     return found
 
 
+def _build(path: Path, config: ModelConfig, label: str) -> Runtime:
+    """Load thread: sessions, then the warm-up; a version that fails it never serves."""
+    runtime = Runtime(path.read_bytes(), config, label)
+    try:
+        warmup.run(runtime, config)
+    except Exception:
+        runtime.close()
+        raise
+    return runtime
+
+
 @dataclass(eq=False)
 class ServingVersion:
     """One loaded model version: what the infer path needs, nothing else."""
@@ -67,6 +80,7 @@ class ServingVersion:
     batcher: Batcher
     metrics: VersionMetrics
     stamp: tuple  # (config stat, model file stat) it was built from
+    health: FailureWindow = field(default_factory=FailureWindow)
 
     def __post_init__(self) -> None:
         self.name_version = str(self.version)
@@ -95,7 +109,17 @@ class ModelRecord:
     unloaded: bool = False  # unloaded through the API: polling leaves it alone until a load
 
     def newest(self) -> ServingVersion | None:
-        return self.serving[max(self.serving)] if self.serving else None
+        """The newest healthy version (the newest one when none is healthy)."""
+        if not self.serving:
+            return None
+        newest = self.serving[max(self.serving)]
+        if newest.health.healthy:
+            return newest
+        healthy = [v for v, s in self.serving.items() if s.health.healthy]
+        return self.serving[max(healthy)] if healthy else newest
+
+    def healthy(self) -> bool:
+        return any(s.health.healthy for s in self.serving.values())
 
 
 class Repository:
@@ -148,7 +172,7 @@ class Repository:
         """The first scan is done and every required model has a serving version."""
         if not self.scanned or (self.only and any(name not in self.models for name in self.only)):
             return False
-        return all(r.serving or not r.required for r in self.models.values())
+        return all(r.healthy() or not r.required for r in self.models.values())
 
     def index(self, ready_only: bool = False) -> list[dict]:
         rows: list[dict] = []
@@ -158,9 +182,14 @@ class Repository:
                 rows.append({"name": name, "state": "UNAVAILABLE", "reason": record.reason})
             for version in sorted(record.status):
                 status = record.status[version]
-                if ready_only and status.state != "READY":
+                state, reason = status.state, status.reason
+                serving = record.serving.get(version)
+                if serving is not None and not serving.health.healthy:
+                    state = "UNAVAILABLE"
+                    reason = f"failing: {serving.health.describe()} (still loaded for requests naming this version)"
+                if ready_only and state != "READY":
                     continue
-                rows.append({"name": name, "version": str(version), "state": status.state, "reason": status.reason})
+                rows.append({"name": name, "version": str(version), "state": state, "reason": reason})
         return rows
 
     # ------------------------------------------------------------ changes
@@ -192,7 +221,25 @@ class Repository:
         for name in [n for n in self.models if n not in names]:
             async with self._lock:
                 await self._unload(self.models.pop(name), "removed from the repository")
+        await self._probe_failing()
         self.scanned = True
+
+    async def _probe_failing(self) -> None:
+        """A failing version gets little traffic to recover with: its warm-up (or one run of zeros) is
+        run again on each poll, and passing it makes the version healthy again."""
+        for record in list(self.models.values()):
+            for serving in list(record.serving.values()):
+                if serving.health.healthy:
+                    continue
+                entries = serving.config.model_warmup or [warmup.PROBE]
+                try:
+                    await asyncio.to_thread(warmup.run, serving.runtime, serving.config, entries)
+                except Exception as exc:  # still failing: stays out of unversioned traffic
+                    log.warning("model %s version %d still failing: %s", record.name, serving.version, exc)
+                    continue
+                serving.health.reset()
+                serving.metrics.healthy.set(1)
+                log.info("model %s version %d passed its probe: healthy again", record.name, serving.version)
 
     async def poll_forever(self, interval: float) -> None:
         while True:
@@ -287,7 +334,7 @@ class Repository:
             set_state(name, str(version), "LOADING")
         path = model_dir / str(version) / MODEL_FILE
         try:
-            runtime = await asyncio.to_thread(lambda: Runtime(path.read_bytes(), config, label))
+            runtime = await asyncio.to_thread(_build, path, config, label)
         except Exception as exc:
             reason = f"failed to load {path}: {type(exc).__name__}: {exc}"
             if current is not None:
@@ -295,8 +342,9 @@ class Repository:
             self._fail(record, version, reason)
             return False
         metrics = VersionMetrics(name, str(version))
-        batcher = Batcher(runtime, config, metrics, label)
-        record.serving[version] = ServingVersion(name, version, config, runtime, batcher, metrics, stamp)
+        health = FailureWindow()
+        batcher = Batcher(runtime, config, metrics, label, health)
+        record.serving[version] = ServingVersion(name, version, config, runtime, batcher, metrics, stamp, health)
         record.status[version] = VersionStatus("READY")
         set_state(name, str(version), "READY")
         log.info(
