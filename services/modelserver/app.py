@@ -25,7 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
-from services.modelserver.codec import ProtocolError, encode_response, error_body, quoted, split_body
+from services.modelserver.codec import ProtocolError, decode_request, encode_response, error_body, quoted, split_body
 from services.modelserver.decodepool import DecodePool
 from services.modelserver.repository import Repository, ServingVersion, is_version
 
@@ -174,8 +174,10 @@ class InferenceApp:
             # swapped or unloaded meanwhile is never picked up half-closed.
             serving = state.repository.get(model, version)
             header, binary = split_body(body, header_length)
-            request = await state.decoder.decode(header, binary, serving.signature)
-            if len(header) >= state.decoder.threshold:
+            if len(header) < state.decoder.threshold:
+                request = decode_request(header, binary, serving.signature)
+            else:
+                request = await state.decoder.decode(header, binary, serving.signature)
                 current = state.repository.get(model, version)
                 if current is not serving:
                     if current.signature != serving.signature:
