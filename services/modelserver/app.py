@@ -328,7 +328,7 @@ def build_api(state: ServerState) -> FastAPI:
     @api.get("/v2/models/{model}/versions/{version}/ready")
     async def model_ready(model: str, version: str | None = None) -> JSONResponse:
         if model not in repository.models:
-            return _error(404, f"unknown model {model!r}")
+            return _error(404, f"unknown model {quoted(model)}")
         if version is not None and not is_version(version):
             return _error(404, f"unknown version {quoted(version)} of model {model!r}: versions are whole numbers")
         try:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,64 +187,35 @@ def test_pipelined_requests_are_answered_in_order(hostile: Server) -> None:
     served_after(hostile)
 
 
-def test_nan_and_infinity_binary_in_strings_out(hostile: Server) -> None:
-    """Binary tensors carry NaN/Inf as IEEE values; a JSON answer spells them "NaN"/"Infinity", which
-    tritonclient's as_numpy() reads back as the same floats; a binary answer carries them as they are."""
+_NUMERIC = [(name, np.dtype(code)) for name, code in (
+    ("BOOL", "?"), ("INT8", "i1"), ("INT16", "i2"), ("INT32", "i4"), ("INT64", "i8"), ("UINT8", "u1"), ("UINT16", "u2"),
+    ("UINT32", "u4"), ("UINT64", "u8"), ("FP16", "f2"), ("FP32", "f4"), ("FP64", "f8"))]  # fmt: skip
+
+
+def _ident_inputs(fp32: np.ndarray) -> list[httpclient.InferInput]:
+    """ident takes one input per datatype: FP32 carries the values under test, the others zeros."""
+    inputs = []
+    for datatype, dtype in _NUMERIC:
+        tensor_in = httpclient.InferInput(f"IN_{datatype}", [1, 3], datatype)
+        tensor_in.set_data_from_numpy(fp32 if datatype == "FP32" else np.zeros((1, 3), dtype), binary_data=True)
+        inputs.append(tensor_in)
+    strings = httpclient.InferInput("IN_BYTES", [1, 3], "BYTES")
+    strings.set_data_from_numpy(np.array([[b"a"] * 3], object), binary_data=True)
+    return [*inputs, strings]
+
+
+def test_nan_and_infinity_go_binary_in_and_come_back_in_either_encoding(hostile: Server) -> None:
+    """Binary tensors carry NaN/Inf as IEEE values; a JSON answer spells them "NaN"/"Infinity" (not
+    null), which tritonclient's as_numpy() reads back as the same floats; a binary answer as they are."""
     client = httpclient.InferenceServerClient(hostile.url)
     x = np.array([[np.nan, np.inf, -np.inf]], np.float32)
-    tensor_in = httpclient.InferInput("IN_FP32", [1, 3], "FP32")
-    tensor_in.set_data_from_numpy(x, binary_data=True)
-    others = []
-    for name, dtype in (("BOOL", np.bool_), ("BYTES", np.object_)):
-        t = httpclient.InferInput(f"IN_{name}", [1, 3], name)
-        t.set_data_from_numpy(np.array([[b"a"] * 3], dtype) if name == "BYTES" else np.ones((1, 3), dtype))
-        others.append(t)
     for binary_out in (False, True):
-        outputs = [httpclient.InferRequestedOutput("OUT_FP32", binary_data=binary_out)]
-        raw = _ident(client, [tensor_in, *others], outputs)
-        np.testing.assert_array_equal(raw.as_numpy("OUT_FP32"), x)
-    body = orjson.dumps({"inputs": [], "outputs": [{"name": "OUT_FP32"}]})
-    assert body  # the JSON spelling itself, read without tritonclient:
-    response = _json_ident(hostile, x)
-    assert response["data"] == ["NaN", "Infinity", "-Infinity"]
+        wanted = [httpclient.InferRequestedOutput("OUT_FP32", binary_data=binary_out)]
+        result = client.infer("ident", _ident_inputs(x), outputs=wanted)
+        np.testing.assert_array_equal(result.as_numpy("OUT_FP32"), x)
+        if not binary_out:
+            assert result.get_output("OUT_FP32")["data"] == ["NaN", "Infinity", "-Infinity"]
     served_after(hostile)
-
-
-def _ident(client: httpclient.InferenceServerClient, given: list, outputs: list) -> httpclient.InferResult:
-    """ident takes every datatype at once: fill in zeros for the inputs a test does not care about."""
-    names = {t.name() for t in given}
-    fill = []
-    for dt, dtype in (("INT8", np.int8), ("INT16", np.int16), ("INT32", np.int32), ("INT64", np.int64),
-                      ("UINT8", np.uint8), ("UINT16", np.uint16), ("UINT32", np.uint32), ("UINT64", np.uint64),
-                      ("FP16", np.float16), ("FP64", np.float64)):  # fmt: skip
-        if f"IN_{dt}" not in names:
-            t = httpclient.InferInput(f"IN_{dt}", [1, 3], dt)
-            t.set_data_from_numpy(np.zeros((1, 3), dtype))
-            fill.append(t)
-    return client.infer("ident", [*given, *fill], outputs=outputs)
-
-
-_NUMERIC = [(name, np.dtype(t)) for name, t in (("BOOL", "?"), ("INT8", "i1"), ("INT16", "i2"), ("INT32", "i4"),
-            ("INT64", "i8"), ("UINT8", "u1"), ("UINT16", "u2"), ("UINT32", "u4"), ("UINT64", "u8"),
-            ("FP16", "f2"), ("FP32", "f4"), ("FP64", "f8"))]  # fmt: skip
-
-
-def _json_ident(server: Server, x: np.ndarray) -> dict:
-    head = {"inputs": [], "outputs": [{"name": "OUT_FP32", "parameters": {"binary_data": False}}]}
-    blobs = []
-    for dt, dtype in _NUMERIC:
-        blob = x.tobytes() if dt == "FP32" else np.zeros((1, 3), dtype).tobytes()
-        head["inputs"].append({"name": f"IN_{dt}", "datatype": dt, "shape": [1, 3],
-                               "parameters": {"binary_data_size": len(blob)}})  # fmt: skip
-        blobs.append(blob)
-    strings = b"".join(struct.pack("<I", 1) + b"a" for _ in range(3))
-    head["inputs"].append({"name": "IN_BYTES", "datatype": "BYTES", "shape": [1, 3],
-                           "parameters": {"binary_data_size": len(strings)}})  # fmt: skip
-    blobs.append(strings)
-    body, headers = binary(head, b"".join(blobs))
-    response = httpx.post(server.base + "/v2/models/ident/infer", content=body, headers=headers, timeout=30)
-    assert response.status_code == 200, response.text
-    return next(o for o in response.json()["outputs"] if o["name"] == "OUT_FP32")
 
 
 # ------------------------------------------------------------ heavy cases
