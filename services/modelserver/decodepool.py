@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -29,8 +32,22 @@ OFFLOAD_BYTES = 4 * 1024 * 1024  # below this a JSON decode takes milliseconds: 
 DECODE_MEMORY_FACTOR = 24  # documented bound: server + worker memory for one JSON decode, in body sizes
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def _ready() -> bool:
     return True
+
+
+def _follow(parent: int) -> None:
+    """Worker initializer: die with the server, even a SIGKILLed one (PR_SET_PDEATHSIG; the worker
+    is spawned from the event loop's thread, which lives as long as the server), and leave Ctrl-C to
+    the server, which drains."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the server was gone before the line above took effect
+        os._exit(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class DecodePool:
@@ -44,7 +61,12 @@ class DecodePool:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_follow,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     async def decode(self, header: bytes | memoryview, binary: memoryview, signature: Signature) -> InferRequest:

@@ -325,3 +325,12 @@ def test_a_slow_sender_does_not_hold_the_shutdown(repo: Repo, tmp_path: Path) ->
         assert server.proc.wait(60) == 0
     logs = server.logs()
     assert "drained; shutting down" in logs and "drain limit reached" not in logs
+
+
+def test_the_decoder_process_follows_a_killed_server_out(repo: Repo, tmp_path: Path) -> None:
+    """A SIGKILLed server (OOM kill, supervisor restart) must not leave its decoder behind."""
+    with run_server(repo.root, "--poll-interval", "0", log_dir=tmp_path) as server:
+        pid = decoder_pid(server)
+        server.proc.kill()
+        server.proc.wait(30)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or _state(pid) == "Z", 30, "the decoder gone")
