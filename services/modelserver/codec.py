@@ -390,15 +390,25 @@ def _strings_to_binary(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _spelled(flat: np.ndarray) -> list:
+def _spell_non_finite(described: list[dict]) -> bool:
     """JSON has no NaN or infinity (orjson would write null, which reads back as "missing"): such values
     go as the strings "NaN", "Infinity", "-Infinity", which numpy, and so tritonclient's as_numpy(), reads
-    back as the same floats. Binary outputs carry them as they are."""
-    values = flat.tolist()
-    for i in np.flatnonzero(~np.isfinite(flat)).tolist():
-        value = values[i]
-        values[i] = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    return values
+    back as the same floats. Binary outputs carry them as they are. True if any value was replaced."""
+    replaced = False
+    for entry in described:
+        flat = entry.get("data")
+        if not isinstance(flat, np.ndarray) or flat.dtype.kind != "f":
+            continue
+        bad_at = np.flatnonzero(~np.isfinite(flat)).tolist()
+        if not bad_at:
+            continue
+        values = flat.tolist()
+        for i in bad_at:
+            value = values[i]
+            values[i] = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        entry["data"] = values
+        replaced = True
+    return replaced
 
 
 def encode_response(
@@ -419,13 +429,14 @@ def encode_response(
         elif datatype == "BYTES":
             entry["data"] = [x if isinstance(x, str) else bytes(x).decode("utf-8", "replace") for x in arr.flat]
         else:
-            flat = np.ascontiguousarray(arr).reshape(-1)
-            entry["data"] = flat if flat.dtype.kind != "f" or np.isfinite(flat).all() else _spelled(flat)
+            entry["data"] = np.ascontiguousarray(arr).reshape(-1)
         described.append(entry)
     doc: dict = {"model_name": model, "model_version": version, "outputs": described}
     if request_id is not None:
         doc["id"] = request_id
     header = orjson.dumps(doc, option=_NUMPY_OPT)
+    if b"null" in header and _spell_non_finite(described):  # orjson writes NaN/inf as null: rare, so checked after
+        header = orjson.dumps(doc, option=_NUMPY_OPT)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
