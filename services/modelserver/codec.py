@@ -77,14 +77,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
 
 def _shape(name: str, raw: object) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
-        raise bad(f"input {name!r}: shape must be a list of non-negative integers, got {raw!r}")
+        raise bad(f"input {name!r}: shape must be a list of non-negative integers, got {_brief(raw)}")
     return tuple(raw)
+
+
+def _brief(value: object) -> str:
+    """A client's value in an error message, cut short (a shape may have a million dims)."""
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
 
 
 def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...], max_batch: int) -> None:
     if len(shape) != len(expected) or any(e != -1 and s != e for s, e in zip(shape, expected, strict=True)):
         batch_note = " (first dim is the batch)" if max_batch > 0 else ""
-        raise bad(f"input {name!r}: shape {list(shape)} does not match the model's {list(expected)}{batch_note}")
+        raise bad(f"input {name!r}: shape {_brief(shape)} does not match the model's {list(expected)}{batch_note}")
 
 
 def _flatten_strings(name: str, data: object) -> list[str]:

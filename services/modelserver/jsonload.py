@@ -144,7 +144,9 @@ class _Converter:
 
 def _count(shape: object) -> int | None:
     """Elements a declared shape needs (None if it is not one: the codec refuses it)."""
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    if not isinstance(shape, list) or len(shape) > MAX_DEPTH:  # no product of a million dims (bigint cost)
+        return None
+    if not all(type(d) is int and d >= 0 for d in shape):
         return None
     count = 1
     for dim in shape:

@@ -116,3 +116,14 @@ def test_nested_shape_is_numpys(value: list) -> None:
         expected = None
     text = json.dumps(value, separators=(",", ":")).encode()
     assert jsonload.nested_shape(text) == expected
+
+
+def test_a_shape_of_a_million_dims_costs_no_bigint_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 ** 1,000,000 would take minutes of multiplication: the rank is checked first, on both paths."""
+    monkeypatch.setattr(jsonload, "LARGE", 0)
+    sig = Signature(inputs={"x": TensorSig("x", "FP32", (-1, -1))}, outputs={}, max_batch_size=0)
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2] * 1_000_000, "data": [0, 1]}]})
+    with pytest.raises(ProtocolError) as err:
+        decode_request(body.encode(), memoryview(b""), sig)
+    assert err.value.status == 400 and "does not match the model's [-1, -1]" in str(err.value)
+    assert len(str(err.value)) < 300
