@@ -74,8 +74,19 @@ def load_large(body: bytes | memoryview) -> object:
         return _Converter(len(body) >= SAFE_BYTES).document(doc)
     except JSONTooLarge:
         raise
-    except (ValueError, TypeError, RuntimeError):
-        return load_small(body)
+    except (ValueError, TypeError, RuntimeError):  # a duplicate key, an integer past 64 bits...
+        pass
+    del doc  # the document's memory goes before orjson's
+    return load_small(body)
+
+
+def _keys(obj: simdjson.Object) -> list[str]:
+    """An object's keys; a key given twice is left to orjson (the last one wins there, while a
+    simdjson lookup would find the first: both paths must read the same request)."""
+    keys = list(obj.keys())
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return keys
 
 
 class _Converter:
@@ -86,7 +97,7 @@ class _Converter:
         if not isinstance(doc, simdjson.Object):
             return self.plain(doc)
         out = {}
-        for key in doc.keys():  # noqa: SIM118 (simdjson.Object iterates keys only through keys())
+        for key in _keys(doc):
             value = doc[key]
             if key == "inputs" and isinstance(value, simdjson.Array):
                 out[key] = [self.input(item) for item in self.items(value)]
@@ -108,7 +119,7 @@ class _Converter:
             return value
         # a walk that checks every array's length before anything is converted
         if isinstance(value, simdjson.Object):
-            return {key: self.plain(value[key]) for key in value.keys()}  # noqa: SIM118
+            return {key: self.plain(value[key]) for key in _keys(value)}
         if isinstance(value, simdjson.Array):
             return [self.plain(item) for item in self.items(value)]
         return value
@@ -118,7 +129,7 @@ class _Converter:
             return self.plain(item)
         datatype = item.get("datatype")
         out = {}
-        for key in item.keys():  # noqa: SIM118
+        for key in _keys(item):
             value = item[key]
             if key == "data" and isinstance(value, simdjson.Array):
                 out[key] = self.numbers(value, datatype, _count(self.plain(item.get("shape"))))

@@ -127,3 +127,16 @@ def test_a_shape_of_a_million_dims_costs_no_bigint_product(monkeypatch: pytest.M
         decode_request(body.encode(), memoryview(b""), sig)
     assert err.value.status == 400 and "does not match the model's [-1, -1]" in str(err.value)
     assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_a_key_given_twice_reads_the_same_on_both_paths(large: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson keeps the last of duplicate keys, a simdjson lookup finds the first: the large path hands
+    such a body to orjson, so what the server decodes never depends on the body's size."""
+    monkeypatch.setattr(jsonload, "LARGE", 0 if large else 1 << 60)
+    sig = Signature(inputs={"x": TensorSig("x", "FP32", (-1, 2))}, outputs={}, max_batch_size=0)
+    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2],"data":[3,4]}]}'
+    np.testing.assert_array_equal(decode_request(body, memoryview(b""), sig).inputs["x"], [[3, 4]])
+    twice = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}],"inputs":[]}'
+    with pytest.raises(ProtocolError, match="non-empty list"):
+        decode_request(twice, memoryview(b""), sig)
