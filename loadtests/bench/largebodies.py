@@ -4,7 +4,7 @@
 
 One `meshserve serve --model digits:1` (the demo repository). wrk posts the small binary digits
 request (tritonclient's encoding) at concurrency 8: first alone, then while `--senders` clients
-post 10 MB JSON bodies back to back. Each large body is a digits tensor whose `data` holds 1.7
+post 10 MB JSON bodies back to back. Each large body is a digits tensor whose `data` holds 2.5
 million numbers for a [1, 1, 8, 8] shape: the server parses and converts all of it before the
 count check refuses it (400), so every large request costs a full decode, which is what is priced.
 With `--before COMMIT` the same points are measured first on that commit's services/ (exported
@@ -31,7 +31,7 @@ from loadtests.bench.v2 import write_bodies
 from loadtests.bench.wrk import run_wrk
 
 REPO = Path(__file__).resolve().parents[2]
-LARGE_NUMBERS = 1_700_000  # "0.5," each: about 10 MB of JSON
+LARGE_NUMBERS = 2_500_000  # "0.5," each: 10 MB of JSON
 CONNECTIONS = 8
 
 
