@@ -60,7 +60,6 @@ _DEEP = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 _DEEP_DATA = (
     b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":' + b"[" * 70 + b"1,2,3,4" + b"]" * 70 + b"}]}"
 )
-_HUGE = 2**63 + 5
 
 CASES = [
     # (id, path, body, headers, status, message substring)
@@ -84,9 +83,9 @@ CASES = [
     ("count-over-int64", "/v2/models/varwidth/infer",
      orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [8, 2**62], "data": [0]}]}), {}, 400,
      f"needs {8 * 2**62} elements"),
-    ("dim-over-uint64", INFER, tensor(shape=[1, _HUGE]).__repr__().encode() and
-     b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,' + str(_HUGE * 10**20).encode() + b'],"data":[0]}]}', {},
-     400, "'x'"),
+    ("dim-of-40-digits", INFER,
+     b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,' + b"9" * 40 + b'],"data":[0]}]}', {}, 400,
+     "shape must be a list of non-negative integers"),
     ("binary-count-2^31", "/v2/models/varwidth/infer", *binary(bin_x(16, [2, 2**30]), b"\0" * 16), 400,
      "binary_data_size is 16 bytes, 2147483648 FP32 elements need 8589934592"),
     ("binary-count-over-int64", "/v2/models/plain/infer", *binary(bin_x(16, [2**62, 4]), b"\0" * 16), 400,
@@ -111,7 +110,6 @@ CASES = [
      "versions are whole numbers"),
     ("traversal-model", "/v2/models/..%2F..%2Fetc%2Fpasswd/infer", orjson.dumps(GOOD), {}, 404, "no such endpoint"),
     ("traversal-encoded-dots", "/v2/models/%2E%2E/infer", orjson.dumps(GOOD), {}, 404, "unknown model '..'"),
-    ("traversal-dotdot", "/v2/models/../infer", orjson.dumps(GOOD), {}, 404, ""),
     ("traversal-load", "/v2/repository/models/..%2Faffine/load", b"", {}, 404, "Not Found"),
     ("dotdot-load", "/v2/repository/models/%2E%2E/load", b"", {}, 400, "invalid model name"),
     ("dot-load", "/v2/repository/models/.hidden/load", b"", {}, 400, "invalid model name"),
