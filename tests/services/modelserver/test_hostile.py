@@ -332,3 +332,28 @@ def test_the_decoder_process_follows_a_killed_server_out(repo: Repo, tmp_path: P
         server.proc.kill()
         server.proc.wait(30)
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or _state(pid) == "Z", 30, "the decoder gone")
+
+
+def test_a_decoder_killed_mid_decode_costs_that_request_only(hostile: Server) -> None:
+    """The decoder dies (OOM kill, a crash in a parser) while it holds a large body: that request is a
+    400 naming what happened, a new decoder is started, and the next large body decodes."""
+    pid = decoder_pid(hostile)
+    rows = OFFLOAD_BYTES // 24 + 1
+    x = np.full((rows, 4), 0.125, np.float32)
+    body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": x.reshape(-1)}]},
+                        option=orjson.OPT_SERIALIZE_NUMPY)  # fmt: skip
+    assert len(body) >= OFFLOAD_BYTES
+    result: list[httpx.Response] = []
+    post = lambda: httpx.post(hostile.base + "/v2/models/plain/infer", content=body, timeout=300)  # noqa: E731
+    os.kill(pid, signal.SIGSTOP)
+    sender = threading.Thread(target=lambda: result.append(post()), daemon=True)
+    sender.start()
+    wait_for(lambda: hostile.metric("meshserve_inference_large_decodes") == 1, 120, "the body at the decoder")
+    os.kill(pid, signal.SIGKILL)
+    sender.join(120)
+    assert result and result[0].status_code == 400, result
+    assert "killed the decoder process" in result[0].json()["error"]
+    assert wait_for(lambda: decoder_pid(hostile) != pid, 60, "a new decoder")
+    served_after(hostile)
+    again = post()
+    assert again.status_code == 200, again.text
