@@ -22,6 +22,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def v2_datatype(value: str) -> str:
+    """Triton's TYPE_FP32 / STRING spelling, or the v2 one, as the v2 datatype."""
+    value = value.upper().removeprefix("TYPE_")
+    value = {"STRING": "BYTES"}.get(value, value)
+    if value not in V2_TO_NUMPY:
+        raise ValueError(f"unknown data_type {value!r}; one of {sorted(V2_TO_NUMPY)}")
+    return value
+
+
 class TensorSpec(_Strict):
     name: str
     data_type: str
@@ -30,11 +39,7 @@ class TensorSpec(_Strict):
     @field_validator("data_type")
     @classmethod
     def _known(cls, value: str) -> str:
-        value = value.upper().removeprefix("TYPE_")
-        value = {"STRING": "BYTES"}.get(value, value)
-        if value not in V2_TO_NUMPY:
-            raise ValueError(f"unknown data_type {value!r}; one of {sorted(V2_TO_NUMPY)}")
-        return value
+        return v2_datatype(value)
 
     @field_validator("dims")
     @classmethod
@@ -81,7 +86,10 @@ class WarmupInput(_Strict):
     zero_data: bool = False
     random_data: bool = False
 
-    _known = field_validator("data_type")(TensorSpec._known.__func__)
+    @field_validator("data_type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return v2_datatype(value)
 
     @field_validator("dims")
     @classmethod
