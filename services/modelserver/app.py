@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import orjson
 from fastapi import FastAPI, Request
@@ -30,6 +30,7 @@ from services.modelserver.codec import (
     decode_request,
     encode_response,
     error_body,
+    quoted,
     split_body,
 )
 from services.modelserver.dataplane import DataPlane, Output, Settings
@@ -129,10 +130,11 @@ class InferenceApp:
         start = time.perf_counter()
         plane = self.plane
         try:
-            plane.admit()
+            plane.refuse_if_draining()  # early, before a body that may take long to arrive
         except ProtocolError as exc:
             await _send(send, exc.status, error_body(exc.message), extra=exc.headers)
             return
+        admitted = False  # in flight only once the body is in: a slow sender must not hold the drain
         try:
             parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
             if len(parts) == 1 and parts[0]:
@@ -150,10 +152,14 @@ class InferenceApp:
             if encoding is not None:
                 body = await _decoded(body, encoding, limit)
 
-            def decode(signature: Signature) -> InferRequest:
+            def decode(signature: Signature) -> InferRequest | Awaitable[InferRequest]:
                 header, binary = split_body(body, header_length)
-                return decode_request(header, binary, signature)
+                if len(header) < plane.decoder.threshold:
+                    return decode_request(header, binary, signature)
+                return plane.decoder.decode(header, binary, signature)  # another process (decodepool)
 
+            plane.admit()
+            admitted = True
             status, payload, content_type, extra = await plane.infer(model, version, decode, _encode, start)
             await _send(send, status, payload, content_type, extra)
         except ProtocolError as exc:
@@ -161,7 +167,8 @@ class InferenceApp:
         except ClientGone:
             pass  # the client went away while sending its body
         finally:
-            plane.release()
+            if admitted:
+                plane.release()
 
 
 def _encode(serving: ServingVersion, request: InferRequest, outputs: list[Output]) -> tuple:
@@ -228,6 +235,7 @@ def build_api(plane: DataPlane) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        plane.decoder.start()
         tasks = [asyncio.create_task(repository.poll(), name="initial-load")]
         if settings.poll_interval > 0:
             tasks.append(asyncio.create_task(repository.poll_forever(settings.poll_interval), name="poll"))
@@ -239,6 +247,7 @@ def build_api(plane: DataPlane) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await repository.close()
+            await asyncio.to_thread(plane.decoder.close)
             log.info("model server stopped")
 
     api = FastAPI(
@@ -299,12 +308,14 @@ def build_api(plane: DataPlane) -> FastAPI:
     @api.get("/v2/models/{model}/versions/{version}/ready")
     async def model_ready(model: str, version: str | None = None) -> JSONResponse:
         if model not in repository.models:
-            return _error(404, f"unknown model {model!r}")
+            return _error(404, f"unknown model {quoted(model)}")
         if version is not None and not is_version(version):
-            return _error(404, f"unknown version {version!r} of model {model!r}: versions are whole numbers")
+            return _error(404, f"unknown version {quoted(version)} of model {model!r}: versions are whole numbers")
         try:
-            repository.get(model, version)
+            serving = repository.get(model, version)
         except ProtocolError:
+            return JSONResponse({"name": model, "ready": False}, status_code=503)
+        if not serving.health.healthy:  # failing (services/modelserver/health.py)
             return JSONResponse({"name": model, "ready": False}, status_code=503)
         return JSONResponse({"name": model, "ready": True})
 

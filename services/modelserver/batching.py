@@ -23,6 +23,7 @@ import numpy as np
 from services.common.tracing import record_span, tracing_enabled
 from services.modelserver.codec import InferRequest, ProtocolError
 from services.modelserver.config import ModelConfig
+from services.modelserver.health import FailureWindow
 from services.modelserver.metrics import VersionMetrics
 from services.modelserver.runtime import Runtime
 
@@ -62,9 +63,17 @@ class Pending:
 
 
 class Batcher:
-    def __init__(self, runtime: Runtime, config: ModelConfig, metrics: VersionMetrics, label: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: ModelConfig,
+        metrics: VersionMetrics,
+        label: str,
+        health: FailureWindow | None = None,
+    ) -> None:
         self.runtime = runtime
         self.metrics = metrics
+        self.health = health if health is not None else FailureWindow()
         self.label = label
         self.loop = asyncio.get_running_loop()
         self.max_batch = config.max_batch_size
@@ -230,11 +239,19 @@ class Batcher:
                         raise RuntimeError(f"output {name!r} has shape {list(arr.shape)} for a batch of {rows}")
         except Exception as exc:
             error = _runtime_error(self.label, exc)
+            if error.status >= 500:
+                self._failed()
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(error)
             return
         metrics = self.metrics
+        health = self.health
+        was = health.healthy
+        health.record(False)
+        if not was and health.healthy:
+            metrics.healthy.set(1)
+            log.info("%s is healthy again (%s)", self.label, health.describe())
         metrics.compute.observe(seconds)
         metrics.batch_size.observe(rows)
         metrics.inferences.inc(rows)
@@ -255,6 +272,17 @@ class Batcher:
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+    def _failed(self) -> None:
+        """An execution failed inside the server: counted, and the version's health follows."""
+        self.metrics.execution_failures.inc()
+        health = self.health
+        was = health.healthy
+        health.record(True)
+        if was and not health.healthy:
+            self.metrics.healthy.set(0)
+            log.error("%s is failing (%s): no unversioned traffic while another version is healthy",
+                      self.label, health.describe())  # fmt: skip
 
     def _stopped(self, task: asyncio.Task) -> None:
         """A batcher that dies of a bug must not leave its queued requests waiting forever."""

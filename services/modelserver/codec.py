@@ -32,9 +32,17 @@ class ProtocolError(Exception):
         self.message = message
         self.headers = headers
 
+    def __reduce__(self) -> tuple:  # travels back from the decoder process intact
+        return (type(self), (self.status, self.message, self.headers))
+
 
 def bad(message: str) -> ProtocolError:
     return ProtocolError(400, message)
+
+
+def quoted(text: str) -> str:
+    """A client-supplied value as an error message quotes it: repr, cut short."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
 
 
 @dataclass(slots=True)
@@ -54,9 +62,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
     if header_length is None:
         return body, memoryview(b"")
     try:
+        if len(header_length) > 18:  # past any body size, and int() of 4,300+ digits raises anyway
+            raise ValueError
         n = int(header_length)
     except ValueError:
-        raise bad(f"Inference-Header-Content-Length {header_length!r} is not an integer") from None
+        raise bad(
+            f"Inference-Header-Content-Length {quoted(header_length)} is not an integer of at most 18 digits"
+        ) from None
     if n < 0 or n > len(body):
         raise bad(f"Inference-Header-Content-Length is {n} but the body has only {len(body)} bytes")
     view = memoryview(body)
@@ -65,14 +77,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryvi
 
 def _shape(name: str, raw: object) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
-        raise bad(f"input {name!r}: shape must be a list of non-negative integers, got {raw!r}")
+        raise bad(f"input {name!r}: shape must be a list of non-negative integers, got {_brief(raw)}")
     return tuple(raw)
+
+
+def _brief(value: object) -> str:
+    """A client's value in an error message, cut short (a shape may have a million dims)."""
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
 
 
 def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...], max_batch: int) -> None:
     if len(shape) != len(expected) or any(e != -1 and s != e for s, e in zip(shape, expected, strict=True)):
         batch_note = " (first dim is the batch)" if max_batch > 0 else ""
-        raise bad(f"input {name!r}: shape {list(shape)} does not match the model's {list(expected)}{batch_note}")
+        raise bad(f"input {name!r}: shape {_brief(shape)} does not match the model's {list(expected)}{batch_note}")
 
 
 def _flatten_strings(name: str, data: object) -> list[str]:
@@ -126,24 +144,32 @@ def _numbers(name: str, datatype: str, data: list, allowed: frozenset[type], may
     if kind in "iuf" and not may_hold_bools:
         return arr
     needs = "numbers" if float in allowed else "integers"
+    hint = _NON_FINITE_HINT if float in allowed else ""
     if kind not in "iufO":
-        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {_KIND_NAMES.get(kind, arr.dtype)}")
+        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {_KIND_NAMES.get(kind, arr.dtype)}{hint}")
     elements = arr if kind == "O" else np.array(data, dtype=object)
     wrong = set(map(type, elements.reshape(-1))) - allowed
     if wrong:
         got = ", ".join(sorted(_JSON_NAMES.get(t, t.__name__) for t in wrong))
-        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {got}")
+        raise bad(f"input {name!r}: {datatype} data must be {needs}, got {got}{hint if str in wrong else ''}")
     return arr
 
 
 _FLOAT_TYPES = frozenset({int, float})
+_NON_FINITE_HINT = " (JSON numbers cannot be NaN or infinite: send such values with the binary tensor extension)"
 _INT_TYPES = frozenset({int})
 
 
 def _from_json(name: str, datatype: str, data: object, count: int, may_hold_bools: bool) -> np.ndarray:
-    """`data` is a JSON list, or a flat numeric array from jsonload's large-body path (numbers only)."""
+    """`data` is a JSON list, or a flat numeric array / `Nested` from jsonload's large-body path (numbers only)."""
     if isinstance(data, np.ndarray):
         arr = data
+    elif isinstance(data, jsonload.Nested):
+        if data.flat.size != count:  # counted before the nesting is looked at
+            raise bad(f"input {name!r}: data has {data.flat.size} elements, the shape needs {count}")
+        if jsonload.nested_shape(data.text) is None:
+            raise bad(f"input {name!r}: data is not a {datatype} tensor (nested lists are ragged or too deep)")
+        arr = data.flat
     elif not isinstance(data, list):
         raise bad(f"input {name!r}: 'data' must be a list, got {type(data).__name__}")
     elif datatype == "BYTES":
@@ -162,7 +188,7 @@ def _from_json(name: str, datatype: str, data: object, count: int, may_hold_bool
             except (ValueError, TypeError, OverflowError) as exc:
                 raise bad(f"input {name!r}: data is not a {datatype} tensor ({exc})") from None
         if np.isinf(arr).any():  # JSON cannot spell infinity: this is a value too large for the type
-            raise bad(f"input {name!r}: values out of range for {datatype}")
+            raise bad(f"input {name!r}: values out of range for {datatype}{_NON_FINITE_HINT}")
     elif dtype.kind == "b":
         arr = _inferred(name, datatype, data) if arr is None else arr
         if arr.size and arr.dtype.kind != "b":
@@ -260,6 +286,8 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
         doc = jsonload.load(header)
     except jsonload.JSONError as exc:
         raise bad(f"malformed JSON in request body: {exc}") from None
+    except jsonload.JSONTooLarge as exc:
+        raise bad(f"{exc}: too long for the JSON path; send large tensors with the binary tensor extension") from None
     if not isinstance(doc, dict):
         raise bad("request body must be a JSON object")
     params = _param(doc.get("parameters"), "request")
@@ -306,6 +334,11 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
             arr = _from_binary(name, datatype, binary[offset : offset + size], count)
             offset += size
         elif "data" in raw:
+            if count > (len(header) + 1) // 2:  # every JSON element takes a character and a separator
+                raise bad(
+                    f"input {name!r}: shape {list(shape)} needs {count} elements, a JSON body of {len(header)} "
+                    f"bytes holds at most {(len(header) + 1) // 2}"
+                )
             data = raw["data"]
             if may_hold_bools is None and type(data) is list and datatype not in _TEXT_OR_BOOL:
                 may_hold_bools = _spells_boolean(header)
@@ -363,6 +396,27 @@ def _strings_to_binary(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def _spell_non_finite(described: list[dict]) -> bool:
+    """JSON has no NaN or infinity (orjson would write null, which reads back as "missing"): such values
+    go as the strings "NaN", "Infinity", "-Infinity", which numpy, and so tritonclient's as_numpy(), reads
+    back as the same floats. Binary outputs carry them as they are. True if any value was replaced."""
+    replaced = False
+    for entry in described:
+        flat = entry.get("data")
+        if not isinstance(flat, np.ndarray) or flat.dtype.kind != "f":
+            continue
+        bad_at = np.flatnonzero(~np.isfinite(flat)).tolist()
+        if not bad_at:
+            continue
+        values = flat.tolist()
+        for i in bad_at:
+            value = values[i]
+            values[i] = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        entry["data"] = values
+        replaced = True
+    return replaced
+
+
 def encode_response(
     model: str,
     version: str,
@@ -387,6 +441,8 @@ def encode_response(
     if request_id is not None:
         doc["id"] = request_id
     header = orjson.dumps(doc, option=_NUMPY_OPT)
+    if b"null" in header and _spell_non_finite(described):  # orjson writes NaN/inf as null: rare, so checked after
+        header = orjson.dumps(doc, option=_NUMPY_OPT)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

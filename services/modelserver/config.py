@@ -22,6 +22,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def v2_datatype(value: str) -> str:
+    """Triton's TYPE_FP32 / STRING spelling, or the v2 one, as the v2 datatype."""
+    value = value.upper().removeprefix("TYPE_")
+    value = {"STRING": "BYTES"}.get(value, value)
+    if value not in V2_TO_NUMPY:
+        raise ValueError(f"unknown data_type {value!r}; one of {sorted(V2_TO_NUMPY)}")
+    return value
+
+
 class TensorSpec(_Strict):
     name: str
     data_type: str
@@ -30,11 +39,7 @@ class TensorSpec(_Strict):
     @field_validator("data_type")
     @classmethod
     def _known(cls, value: str) -> str:
-        value = value.upper().removeprefix("TYPE_")
-        value = {"STRING": "BYTES"}.get(value, value)
-        if value not in V2_TO_NUMPY:
-            raise ValueError(f"unknown data_type {value!r}; one of {sorted(V2_TO_NUMPY)}")
-        return value
+        return v2_datatype(value)
 
     @field_validator("dims")
     @classmethod
@@ -71,6 +76,43 @@ class Optimization(_Strict):
     execution_accelerators: list[str] = Field(default_factory=lambda: ["cpu"])
     intra_op_num_threads: int = Field(default=0, ge=0)  # 0 = onnxruntime decides
     inter_op_num_threads: int = Field(default=0, ge=0)
+
+
+class WarmupInput(_Strict):
+    """One input of a warm-up sample (Triton's ModelWarmup.Input): zeros or random values."""
+
+    data_type: str
+    dims: list[int]
+    zero_data: bool = False
+    random_data: bool = False
+
+    @field_validator("data_type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return v2_datatype(value)
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, value: list[int]) -> list[int]:
+        if any(d < 1 for d in value):
+            raise ValueError(f"warm-up dims must be positive (a concrete sample), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WarmupInput:
+        if self.zero_data == self.random_data:
+            raise ValueError("a warm-up input takes exactly one of zero_data: true or random_data: true")
+        return self
+
+
+class ModelWarmup(_Strict):
+    """Triton's model_warmup entry: `count` runs of one sample before the version serves. Without
+    `inputs`, every input of the signature gets zeros (variable dims as 1)."""
+
+    name: str
+    batch_size: int = Field(default=1, ge=0)  # 0 for a model without a batch dimension (Triton's meaning)
+    count: int = Field(default=1, ge=1, le=1000)
+    inputs: dict[str, WarmupInput] | None = None
 
 
 class _Latest(_Strict):
@@ -118,6 +160,7 @@ class ModelConfig(_Strict):
     instance_group: InstanceGroup = Field(default_factory=InstanceGroup)
     optimization: Optimization = Field(default_factory=Optimization)
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    model_warmup: list[ModelWarmup] = Field(default_factory=list)
     parameters: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("parameters", mode="before")

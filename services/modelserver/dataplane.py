@@ -9,9 +9,10 @@ and time requests the same way.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from services.modelserver.codec import InferRequest, ProtocolError
+from services.modelserver.decodepool import DecodePool
 from services.modelserver.repository import Repository, ServingVersion
 from services.modelserver.signature import Signature
 
@@ -28,7 +30,7 @@ T = TypeVar("T")
 RETRY_AFTER = ((b"retry-after", b"1"),)
 # (name, datatype, array, binary) in the order the request asked for them
 Output = tuple[str, str, np.ndarray, bool]
-Decode = Callable[[Signature], InferRequest]
+Decode = Callable[[Signature], InferRequest | Awaitable[InferRequest]]
 Encode = Callable[[ServingVersion, InferRequest, list[Output]], T]
 _OUTCOMES = {503: "rejected", 504: "timeout"}
 
@@ -58,17 +60,24 @@ class DataPlane:
             settings.repository, settings.models or None, settings.config_overrides, settings.require_device
         )
         self.draining = False
-        self.active = 0  # infer requests accepted and not yet answered (every transport)
+        self.active = 0  # infer requests whose body has arrived and that are not yet answered (every transport)
+        self.decoder = DecodePool()  # large JSON bodies decoded in another process (decodepool.py)
 
     def ready(self) -> bool:
         return not self.draining and self.repository.ready()
 
     # ------------------------------------------------------------ admission
 
-    def admit(self) -> None:
-        """Count a new infer request in, or refuse it (503) while draining; pair with `release`."""
+    def refuse_if_draining(self) -> None:
         if self.draining:
             raise ProtocolError(503, "server is shutting down; retry elsewhere", RETRY_AFTER)
+
+    def admit(self) -> None:
+        """Count a request whose body has arrived in, or refuse it (503) while draining; pair with `release`.
+
+        Only once its body is in: a slow sender must not hold the drain.
+        """
+        self.refuse_if_draining()
         self.active += 1
 
     def release(self) -> None:
@@ -79,14 +88,22 @@ class DataPlane:
     async def infer(self, model: str, version: str | None, decode: Decode, encode: Encode[T], start: float) -> T:
         """Route, decode, batch and run, encode; counts the outcome and the time since `start`.
 
-        From routing to the batcher's queue nothing awaits, so a version swapped or unloaded
-        meanwhile is never picked up half-closed.
+        From routing to the batcher's queue nothing awaits except a large JSON decode in another
+        process (`decode` then returns an awaitable): the version is looked up again after it, so one
+        swapped or unloaded meanwhile is never picked up half-closed.
         """
         serving: ServingVersion | None = None
         outcome = "error"
         try:
             serving = self.repository.get(model, version)
             request = decode(serving.signature)
+            if inspect.isawaitable(request):
+                request = await request
+                current = self.repository.get(model, version)
+                if current is not serving:
+                    if current.signature != serving.signature:
+                        request = await decode(current.signature)  # type: ignore[misc]
+                    serving = current
             results = await serving.batcher.infer(request)
             outputs = serving.signature.outputs
             answer = encode(

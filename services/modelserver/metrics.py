@@ -51,6 +51,20 @@ QUEUE_DEPTH = Gauge(
 MODEL_STATE = Gauge(
     "meshserve_model_state", "1 for the current state of a model version, 0 for the others.", [*LABELS, "state"]
 )
+DECODES_IN_WORKER = Gauge(
+    "meshserve_inference_large_decodes",
+    "Large JSON request bodies in the decoder process or waiting for it (one is decoded at a time).",
+)
+EXECUTION_FAILURES = Counter(
+    "meshserve_model_execution_failures_total",
+    "Model executions (batches) that failed inside the server (answered 500); input errors are not counted.",
+    LABELS,
+)
+HEALTHY = Gauge(
+    "meshserve_model_healthy",
+    "1 while a serving version's recent executions mostly succeed, 0 while it is failing (see health.py).",
+    LABELS,
+)
 LOAD_FAILURES = Counter("meshserve_model_load_failures_total", "Failed loads of a model version.", LABELS)
 EXECUTION_PROVIDER = Gauge(
     "meshserve_model_execution_provider",
@@ -86,7 +100,9 @@ class VersionMetrics:
     __slots__ = (
         "batch_size",
         "compute",
+        "execution_failures",
         "executions",
+        "healthy",
         "in_flight",
         "inferences",
         "outcome",
@@ -104,6 +120,9 @@ class VersionMetrics:
         self.batch_size = BATCH_SIZE.labels(model, version)
         self.inferences = INFERENCES.labels(model, version)
         self.executions = EXECUTIONS.labels(model, version)
+        self.execution_failures = EXECUTION_FAILURES.labels(model, version)
+        self.healthy = HEALTHY.labels(model, version)
+        self.healthy.set(1)
         self.in_flight = IN_FLIGHT.labels(model, version)
         self.queue_depth = QUEUE_DEPTH.labels(model, version)
         self.stats = VersionStats()  # Triton's statistics extension (cumulative ns)

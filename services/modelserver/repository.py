@@ -16,9 +16,11 @@ from pathlib import Path
 import yaml
 
 from services.common.files import FileIdentity, file_identity
+from services.modelserver import warmup
 from services.modelserver.batching import Batcher
-from services.modelserver.codec import ProtocolError
+from services.modelserver.codec import ProtocolError, quoted
 from services.modelserver.config import CONFIG_FILE, MODEL_FILE, ModelConfig, load_config
+from services.modelserver.health import FailureWindow
 from services.modelserver.metrics import LOAD_FAILURES, VersionMetrics, clear_providers, set_providers, set_state
 from services.modelserver.runtime import Runtime
 from services.modelserver.signature import Signature
@@ -27,9 +29,13 @@ log = logging.getLogger(__name__)
 METADATA_FILE = "metadata.yaml"  # a version's lineage and evaluation (lifecycle/publish.py writes it)
 
 
+MAX_VERSION_DIGITS = 18  # versions are int64 in Triton; int() of 4,300+ digits raises (CPython's limit)
+
+
 def is_version(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses."""
-    return text.isascii() and text.isdigit()
+    """ASCII digits only (str.isdigit() also takes "²" and other digits int() refuses), and few enough
+    of them to be an int64 that int() converts in constant time."""
+    return len(text) <= MAX_VERSION_DIGITS and text.isascii() and text.isdigit()
 
 
 def check_model_name(name: str) -> None:
@@ -78,6 +84,17 @@ def version_parameters(version_dir: Path) -> dict[str, str]:
     return {key: str(value) for key, value in found.items() if value is not None}
 
 
+def _build(path: Path, config: ModelConfig, label: str, require_device: str | None) -> Runtime:
+    """Load thread: sessions, then the warm-up; a version that fails it never serves."""
+    runtime = Runtime(path.read_bytes(), config, label, require_device)
+    try:
+        warmup.run(runtime, config)
+    except Exception:
+        runtime.close()
+        raise
+    return runtime
+
+
 @dataclass(eq=False)
 class ServingVersion:
     """One loaded model version: what the infer path needs, nothing else."""
@@ -89,6 +106,7 @@ class ServingVersion:
     batcher: Batcher
     metrics: VersionMetrics
     stamp: tuple  # (config stat, model file stat) it was built from
+    health: FailureWindow = field(default_factory=FailureWindow)
 
     def __post_init__(self) -> None:
         self.name_version = str(self.version)
@@ -118,7 +136,17 @@ class ModelRecord:
     parameters: dict[int, dict[str, str]] = field(default_factory=dict)  # from metadata.yaml, read at load
 
     def newest(self) -> ServingVersion | None:
-        return self.serving[max(self.serving)] if self.serving else None
+        """The newest healthy version (the newest one when none is healthy)."""
+        if not self.serving:
+            return None
+        newest = self.serving[max(self.serving)]
+        if newest.health.healthy:
+            return newest
+        healthy = [v for v, s in self.serving.items() if s.health.healthy]
+        return self.serving[max(healthy)] if healthy else newest
+
+    def healthy(self) -> bool:
+        return any(s.health.healthy for s in self.serving.values())
 
 
 class Repository:
@@ -143,14 +171,18 @@ class Repository:
     def get(self, model: str, version: str | None) -> ServingVersion:
         record = self.models.get(model)
         if record is None:
-            raise ProtocolError(404, f"unknown model {model!r}")
+            raise ProtocolError(404, f"unknown model {quoted(model)}")
         if version is None:
             newest = record.newest()
             if newest is None:
                 raise ProtocolError(404, f"model {model!r} has no ready version{self._why(record)}")
             return newest
         if not is_version(version):
-            raise ProtocolError(404, f"unknown version {version!r} of model {model!r}: versions are whole numbers")
+            raise ProtocolError(
+                404,
+                f"unknown version {quoted(version)} of model {model!r}: versions are whole numbers of at most "
+                f"{MAX_VERSION_DIGITS} digits",
+            )
         serving = record.serving.get(int(version))
         if serving is None:
             status = record.status.get(int(version))
@@ -170,7 +202,7 @@ class Repository:
         if not self.scanned or (self.only and any(name not in self.models for name in self.only)):
             return False
         # A server that must run on a device (a GPU pod) is ready only when every model it loads runs there.
-        return all(r.serving or not (r.required or self.require_device) for r in self.models.values())
+        return all(r.healthy() or not (r.required or self.require_device) for r in self.models.values())
 
     def index(self, ready_only: bool = False) -> list[dict]:
         rows: list[dict] = []
@@ -180,9 +212,14 @@ class Repository:
                 rows.append({"name": name, "state": "UNAVAILABLE", "reason": record.reason})
             for version in sorted(record.status):
                 status = record.status[version]
-                if ready_only and status.state != "READY":
+                state, reason = status.state, status.reason
+                serving = record.serving.get(version)
+                if serving is not None and not serving.health.healthy:
+                    state = "UNAVAILABLE"
+                    reason = f"failing: {serving.health.describe()} (still loaded for requests naming this version)"
+                if ready_only and state != "READY":
                     continue
-                row = {"name": name, "version": str(version), "state": status.state, "reason": status.reason}
+                row = {"name": name, "version": str(version), "state": state, "reason": reason}
                 if record.parameters.get(version):
                     row["parameters"] = record.parameters[version]
                 rows.append(row)
@@ -217,7 +254,25 @@ class Repository:
         for name in [n for n in self.models if n not in names]:
             async with self._lock:
                 await self._unload(self.models.pop(name), "removed from the repository")
+        await self._probe_failing()
         self.scanned = True
+
+    async def _probe_failing(self) -> None:
+        """A failing version gets little traffic to recover with: its warm-up (or one run of zeros) is
+        run again on each poll, and passing it makes the version healthy again."""
+        for record in list(self.models.values()):
+            for serving in list(record.serving.values()):
+                if serving.health.healthy:
+                    continue
+                entries = serving.config.model_warmup or [warmup.PROBE]
+                try:
+                    await asyncio.to_thread(warmup.run, serving.runtime, serving.config, entries)
+                except Exception as exc:  # still failing: stays out of unversioned traffic
+                    log.warning("model %s version %d still failing: %s", record.name, serving.version, exc)
+                    continue
+                serving.health.reset()
+                serving.metrics.healthy.set(1)
+                log.info("model %s version %d passed its probe: healthy again", record.name, serving.version)
 
     async def poll_forever(self, interval: float) -> None:
         while True:
@@ -312,7 +367,7 @@ class Repository:
             set_state(name, str(version), "LOADING")
         path = model_dir / str(version) / MODEL_FILE
         try:
-            runtime = await asyncio.to_thread(lambda: Runtime(path.read_bytes(), config, label, self.require_device))
+            runtime = await asyncio.to_thread(_build, path, config, label, self.require_device)
         except Exception as exc:
             reason = f"failed to load {path}: {type(exc).__name__}: {exc}"
             if current is not None:
@@ -321,8 +376,9 @@ class Repository:
             return False
         record.parameters[version] = await asyncio.to_thread(version_parameters, model_dir / str(version))
         metrics = VersionMetrics(name, str(version))
-        batcher = Batcher(runtime, config, metrics, label)
-        record.serving[version] = ServingVersion(name, version, config, runtime, batcher, metrics, stamp)
+        health = FailureWindow()
+        batcher = Batcher(runtime, config, metrics, label, health)
+        record.serving[version] = ServingVersion(name, version, config, runtime, batcher, metrics, stamp, health)
         record.status[version] = VersionStatus("READY")
         set_state(name, str(version), "READY")
         set_providers(name, str(version), runtime.providers)

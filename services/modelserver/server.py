@@ -10,12 +10,15 @@ requests are dispatched without waiting for their queue delay; when nothing is i
 optional grace period has passed) uvicorn stops and the process exits 0. A second signal forces exit.
 The gRPC listener (--grpc-port) shares the data plane, so it drains the same way: new calls get
 UNAVAILABLE, calls in flight finish (no CANCELED), then it stops before the repository closes.
+An infer request counts as in flight once its body has arrived: a client still sending (or one that
+never finishes) holds the shutdown for UNFINISHED_REQUEST_GRACE at most, and is then disconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from types import FrameType
 
@@ -27,6 +30,8 @@ from services.modelserver.app import InferenceApp, build_app
 from services.modelserver.dataplane import Settings
 
 log = logging.getLogger(__name__)
+
+UNFINISHED_REQUEST_GRACE = 1.0  # seconds uvicorn waits, after the drain, for requests still arriving
 
 
 @dataclass(frozen=True)
@@ -116,9 +121,15 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         plane = self.app.plane
+        started = time.monotonic()
         plane.begin_drain()
         await plane.wait_idle(self.grace, self.limit)
         log.info("drained; shutting down")
+        # Every infer request whose body arrived is answered: what uvicorn would still wait for is a
+        # body still arriving (a slow sender) or a quick metadata call, so it gets a second at most,
+        # and never more than is left of the drain limit.
+        left = self.limit - (time.monotonic() - started)
+        self.config.timeout_graceful_shutdown = min(max(left, 0.1), UNFINISHED_REQUEST_GRACE)
         self.should_exit = True
 
 

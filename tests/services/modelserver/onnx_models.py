@@ -75,3 +75,22 @@ def write_config(model_dir: Path, **config: object) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     config.setdefault("name", model_dir.name)
     (model_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def fails_every_run(path: Path, features: int = 4, classes: int = 3) -> bytes:
+    """Loads (the same signature as `affine`) but every inference fails: x [N, 4] is reshaped to
+    [N, 3], which no N allows, so onnxruntime raises at run time, never at load."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "to"], ["y"]),
+            helper.make_node("Relu", ["y"], ["relu"]),
+        ],
+        "fails_every_run",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes]),
+            helper.make_tensor_value_info("relu", TensorProto.FLOAT, ["N", classes]),
+        ],
+        [numpy_helper.from_array(np.array([0, classes], np.int64), "to")],
+    )
+    return save(graph, path)

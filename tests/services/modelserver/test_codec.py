@@ -103,3 +103,16 @@ def test_response_encoding_binary_and_json() -> None:
     assert header["outputs"][0]["parameters"]["binary_data_size"] == 12
     np.testing.assert_array_equal(np.frombuffer(body[json_length:], np.float16).reshape(2, 3), y)
     assert header["outputs"][1]["data"] == ["a", "bé"] and header["outputs"][1]["shape"] == [1, 2]
+
+
+def test_json_outputs_spell_non_finite_values() -> None:
+    y = np.array([[np.nan, 1.5, np.inf, -np.inf]], np.float32)
+    s = np.array([["null"]], dtype=object)  # "null" in the text must not be taken for a NaN
+    body, json_length = codec.encode_response("m", "1", "null", [("y", "FP32", y, False), ("s", "BYTES", s, False)])
+    assert json_length is None
+    doc = orjson.loads(body)
+    assert doc["outputs"][0]["data"] == ["NaN", 1.5, "Infinity", "-Infinity"]
+    assert doc["outputs"][1]["data"] == ["null"] and doc["id"] == "null"
+    np.testing.assert_array_equal(np.array(doc["outputs"][0]["data"], dtype=np.float32), y.reshape(-1))
+    finite, _ = codec.encode_response("m", "1", "null", [("y", "FP32", np.ones((1, 2), np.float32), False)])
+    assert orjson.loads(finite)["outputs"][0]["data"] == [1.0, 1.0]

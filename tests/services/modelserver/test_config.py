@@ -110,3 +110,27 @@ def test_signature_from_graph_and_config() -> None:
 def test_signature_conflicts_fail_the_load(fields: dict, graph_in: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_signature(_config(max_batch_size=4, **fields), graph_in, GRAPH_OUT)
+
+
+def test_model_warmup_in_tritons_terms(tmp_path: Path) -> None:
+    sample = {"data_type": "TYPE_FP32", "dims": [4], "random_data": True}
+    write_config(tmp_path / "m", max_batch_size=8, model_warmup=[{"name": "r", "count": 2, "inputs": {"x": sample}}])
+    (warm,) = load_config(tmp_path / "m").model_warmup
+    assert (warm.name, warm.batch_size, warm.count) == ("r", 1, 2)
+    assert warm.inputs["x"].data_type == "FP32" and warm.inputs["x"].random_data
+
+
+@pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        ({"data_type": "FP32", "dims": [4]}, "exactly one of zero_data"),
+        ({"data_type": "FP32", "dims": [4], "zero_data": True, "random_data": True}, "exactly one of zero_data"),
+        ({"data_type": "FP32", "dims": [-1], "zero_data": True}, "must be positive"),
+        ({"data_type": "FLOAT", "dims": [4], "zero_data": True}, "unknown data_type"),
+        ({"data_type": "FP32", "dims": [4], "input_data_file": "x.bin"}, "Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_warmup_sample_is_a_config_error(tmp_path: Path, sample: dict, message: str) -> None:
+    write_config(tmp_path / "m", model_warmup=[{"name": "w", "inputs": {"x": sample}}])
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "m")
