@@ -195,13 +195,20 @@ async def check_split(client: httpx.AsyncClient, target: Target) -> Check:
     weights = target.weights[model] if target.weights is not None else target.spec.models[model].weights()
     body = held_out_digits(1)[0][0]
 
-    async def one(_: int) -> str | None:
-        reply, _ = await _classify(client, target, body)
-        return reply.headers.get("x-model-version") if reply.status_code == 200 else None
+    async def one(_: int) -> str | int:
+        for _attempt in range(3):  # a 429 says this client outran its rate: wait as told, then again
+            reply, _ = await _classify(client, target, body)
+            if reply.status_code != 429:
+                break
+            wait = reply.headers.get("retry-after", "1")
+            await asyncio.sleep(min(float(wait), 5.0) if wait.replace(".", "", 1).isdigit() else 1.0)
+        return reply.headers.get("x-model-version", "") if reply.status_code == 200 else reply.status_code
 
     seen = await _paced(target.split_requests, _safe_rate(target), 8, one)
-    if None in seen:
-        return Check("version split", FAIL, f"{seen.count(None)}/{len(seen)} requests failed")
+    failed = Counter(s for s in seen if isinstance(s, int))
+    if failed:
+        codes = ", ".join(f"{n} x {code}" for code, n in sorted(failed.items()))
+        return Check("version split", FAIL, f"{sum(failed.values())}/{len(seen)} requests failed ({codes})")
     counts = Counter(str(v).removeprefix("v") for v in seen)
     verdicts = split_verdicts(counts, weights)
     detail = "; ".join(f"{v.check}: want {v.bound}, saw {v.observed}" for v in verdicts)

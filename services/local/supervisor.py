@@ -58,8 +58,40 @@ class StackError(RuntimeError):
 Progress = Callable[["Managed", str], None]
 
 
+_HANDED_OUT: set[int] = set()
+_LOW_PORT = 20000  # where the search starts; below the kernel's ephemeral range (32768-60999 by default)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port that is free now, outside the kernel's ephemeral range and never handed out before.
+
+    `bind(0)` would hand out an ephemeral port: between this call and the service binding it, any
+    outgoing connection (a health probe, a load generator) may take it as its local port, and two calls
+    may return the same one. A stack plans ~20 ports before starting anything, so both happened.
+    """
+    low, high = _ephemeral_range()
+    top = low if low - _LOW_PORT >= 1000 else 65536  # no room below it: above the range instead
+    start = _LOW_PORT if top == low else high + 1
+    for _ in range(2000):
+        port = secrets.randbelow(top - start) + start
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # everything tried was taken: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

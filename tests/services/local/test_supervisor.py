@@ -155,3 +155,17 @@ def test_children_follow_a_sigkilled_supervisor_out(small_spec: Path, tmp_path: 
         for pid in children:  # never leave a process behind, even when the assertion failed
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> None:
+    """Ports a stack plans must not be taken as the local port of an outgoing connection meanwhile."""
+    import socket
+
+    from services.local.supervisor import _ephemeral_range, free_port
+
+    low, high = _ephemeral_range()
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if low <= p <= high]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[-1]))
