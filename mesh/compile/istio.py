@@ -6,6 +6,16 @@ connection pool, outlier detection). Pipeline APIs and stages get the pipeline's
 Security: mTLS STRICT in the namespace, deny by default, then ALLOW rules: the Kong gateway may call
 the business APIs (and the models' v2 paths: the spec sets SLOs on direct model access), each pipeline's
 own services may call its stages and its model.
+
+gRPC: the model Services' `grpc` port is HTTP/2 to Istio (appProtocol grpc), and a VirtualService's
+`http` routes without a port match apply to every HTTP-family port of its hosts, so the header routes,
+the split, the mirror, the timeout and the DestinationRule cover gRPC as they cover HTTP; the
+`x-model-version` header is gRPC metadata there. Two things differ. A gRPC error travels as HTTP 200
+with a `grpc-status` trailer, so `5xx` never retries it: the routes also carry Envoy's gRPC condition
+for the same failure (`unavailable`: a full queue, draining, no healthy upstream), and nothing else
+(RESOURCE_EXHAUSTED means an oversize message from the model server and CANCELLED a caller that gave
+up: a retry cannot help either). And the mesh policy lets Kong call only the v2 methods the edge
+exposes (`GRPC_EDGE_METHODS`).
 """
 
 from __future__ import annotations
@@ -13,10 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.compile.names import (
+    GRPC_EDGE_METHODS,
     Workload,
     common_labels,
     effective_weights,
     fqdn,
+    grpc_at_edge,
+    grpc_edge_service,
+    grpc_path,
     namespace,
     subset,
     version_replicas,
@@ -33,13 +47,25 @@ def _meta(name: str, ns: str, component: str) -> dict[str, Any]:
     return {"name": name, "namespace": ns, "labels": common_labels(component)}
 
 
-def route_policy(resilience: Resilience) -> dict[str, Any]:
-    """timeout + retries of one HTTP route."""
+# Envoy's gRPC retry condition for each HTTP condition that covers the same failure (a 503).
+GRPC_RETRY_EQUIVALENT = {"5xx": "unavailable", "gateway-error": "unavailable"}
+
+
+def retry_conditions(retry_on: list[str], grpc: bool) -> list[str]:
+    """The spec's conditions, plus (for a route that also carries gRPC) their gRPC equivalents."""
+    out = list(retry_on)
+    if grpc:
+        out += [GRPC_RETRY_EQUIVALENT[c] for c in retry_on if c in GRPC_RETRY_EQUIVALENT]
+    return list(dict.fromkeys(out))
+
+
+def route_policy(resilience: Resilience, grpc: bool = False) -> dict[str, Any]:
+    """timeout + retries of one HTTP route (`grpc`: the route's hosts also serve v2 gRPC)."""
     retries: dict[str, Any] = {"attempts": resilience.retries.attempts}
     if resilience.retries.attempts > 0:
         if resilience.retries.per_try_timeout is not None:
             retries["perTryTimeout"] = format_duration(resilience.retries.per_try_timeout)
-        retries["retryOn"] = ",".join(resilience.retries.retry_on)
+        retries["retryOn"] = ",".join(retry_conditions(resilience.retries.retry_on, grpc))
     return {"timeout": format_duration(resilience.timeout), "retries": retries}
 
 
@@ -75,7 +101,7 @@ def model_virtual_service(model: str, spec: MeshSpec, env: Environment) -> dict[
     ns = namespace(spec, env)
     mspec = spec.models[model]
     host = fqdn(model, ns)
-    policy = route_policy(mspec.resilience)
+    policy = route_policy(mspec.resilience, grpc=spec.grpc.enabled)
     header = mspec.traffic.header if mspec.traffic else "x-model-version"
     served = [v for v, n in version_replicas(model, spec, env).items() if n > 0]
     routes: list[dict[str, Any]] = [
@@ -100,11 +126,13 @@ def model_virtual_service(model: str, spec: MeshSpec, env: Environment) -> dict[
         split["mirror"] = {"host": host, "subset": subset(mirror.version)}
         split["mirrorPercentage"] = {"value": mirror.percentage}
     routes.append(split)
+    # Kong's gRPC Service: the same routes whatever :authority Kong's gRPC proxying sends
+    grpc_hosts = [fqdn(grpc_edge_service(model), ns)] if grpc_at_edge(spec, env) else []
     return {
         "apiVersion": NETWORKING,
         "kind": "VirtualService",
         "metadata": _meta(model, ns, "model-host"),
-        "spec": {"hosts": [host], "http": routes},
+        "spec": {"hosts": [host, *grpc_hosts], "http": routes},
     }
 
 
@@ -211,7 +239,10 @@ def authorization_policies(spec: MeshSpec, env: Environment) -> list[dict[str, A
         rules: list[dict[str, Any]] = []
         if callers:
             rules.append({"from": [{"source": {"principals": callers}}]})
-        rules.append({**gateway, "to": [{"operation": {"paths": [f"/v2/models/{model}", f"/v2/models/{model}/*"]}}]})
+        paths = [f"/v2/models/{model}", f"/v2/models/{model}/*"]
+        if grpc_at_edge(spec, env):
+            paths += [grpc_path(m) for m in GRPC_EDGE_METHODS]
+        rules.append({**gateway, "to": [{"operation": {"paths": paths}}]})
         policies.append(_allow(model, ns, {"app": model}, rules))
     return policies
 
