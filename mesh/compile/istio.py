@@ -10,12 +10,13 @@ own services may call its stages and its model.
 gRPC: the model Services' `grpc` port is HTTP/2 to Istio (appProtocol grpc), and a VirtualService's
 `http` routes without a port match apply to every HTTP-family port of its hosts, so the header routes,
 the split, the mirror, the timeout and the DestinationRule cover gRPC as they cover HTTP; the
-`x-model-version` header is gRPC metadata there. Two things differ. A gRPC error travels as HTTP 200
-with a `grpc-status` trailer, so `5xx` never retries it: the routes also carry Envoy's gRPC condition
-for the same failure (`unavailable`: a full queue, draining, no healthy upstream), and nothing else
-(RESOURCE_EXHAUSTED means an oversize message from the model server and CANCELLED a caller that gave
-up: a retry cannot help either). And the mesh policy lets Kong call only the v2 methods the edge
-exposes (`GRPC_EDGE_METHODS`).
+`x-model-version` header is gRPC metadata there. Three things differ. HTTP/2 multiplexes requests over
+few connections, so the pool also caps active requests (`http2MaxRequests`) at `max_connections`, the
+most HTTP/1.1 can have in flight. A gRPC error travels as HTTP 200 with a `grpc-status` trailer, so
+`5xx` never retries it: the routes also carry Envoy's gRPC condition for the same failure
+(`unavailable`: a full queue, draining, no healthy upstream), and nothing else (RESOURCE_EXHAUSTED means
+an oversize message from the model server and CANCELLED a caller that gave up: a retry cannot help
+either). And the mesh policy lets Kong call only the v2 methods the edge exposes (`GRPC_EDGE_METHODS`).
 """
 
 from __future__ import annotations
@@ -72,13 +73,16 @@ def route_policy(resilience: Resilience, grpc: bool = False) -> dict[str, Any]:
 PANIC_BELOW_PERCENT = 1
 
 
-def traffic_policy(resilience: Resilience) -> dict[str, Any]:
+def traffic_policy(resilience: Resilience, grpc: bool = False) -> dict[str, Any]:
+    """Connection pool and outlier detection of one host (`grpc`: the host also serves v2 gRPC)."""
     pool, outlier = resilience.connection_pool, resilience.outlier_detection
+    http: dict[str, Any] = {"http1MaxPendingRequests": pool.max_pending_requests}
+    if grpc:
+        # HTTP/2 multiplexes requests over few connections, so maxConnections alone would not bound gRPC: cap
+        # active requests at the number HTTP/1.1 can have in flight (one per connection), for both protocols.
+        http["http2MaxRequests"] = pool.max_connections
     return {
-        "connectionPool": {
-            "tcp": {"maxConnections": pool.max_connections},
-            "http": {"http1MaxPendingRequests": pool.max_pending_requests},
-        },
+        "connectionPool": {"tcp": {"maxConnections": pool.max_connections}, "http": http},
         "outlierDetection": {
             "consecutive5xxErrors": outlier.consecutive_5xx_errors,
             "interval": format_duration(outlier.interval),
@@ -145,7 +149,7 @@ def model_destination_rule(model: str, spec: MeshSpec, env: Environment) -> dict
         "metadata": _meta(model, ns, "model-host"),
         "spec": {
             "host": fqdn(model, ns),
-            "trafficPolicy": traffic_policy(mspec.resilience),
+            "trafficPolicy": traffic_policy(mspec.resilience, grpc=spec.grpc.enabled),
             "subsets": [{"name": subset(v), "labels": {"version": subset(v)}} for v in sorted(mspec.versions)],
         },
     }

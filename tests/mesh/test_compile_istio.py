@@ -110,10 +110,12 @@ def assert_route_parity(route: dict[str, Any], resilience: Resilience, grpc: boo
             assert ms(parse_duration(retries["perTryTimeout"])) == ms(resilience.retries.per_try_timeout)
 
 
-def assert_policy_parity(policy: dict[str, Any], resilience: Resilience) -> None:
+def assert_policy_parity(policy: dict[str, Any], resilience: Resilience, grpc: bool = False) -> None:
     pool, outlier = resilience.connection_pool, resilience.outlier_detection
     assert policy["connectionPool"]["tcp"]["maxConnections"] == pool.max_connections
     assert policy["connectionPool"]["http"]["http1MaxPendingRequests"] == pool.max_pending_requests
+    # gRPC multiplexes: active requests capped at what HTTP/1.1 could have in flight (one per connection)
+    assert policy["connectionPool"]["http"].get("http2MaxRequests") == (pool.max_connections if grpc else None)
     detection = policy["outlierDetection"]
     assert detection["consecutive5xxErrors"] == outlier.consecutive_5xx_errors
     assert ms(parse_duration(detection["interval"])) == ms(outlier.interval)
@@ -158,7 +160,7 @@ def test_model_destination_rule_parity(model: str) -> None:
     dr = find("DestinationRule", model)["spec"]
     assert dr["host"] == f"{model}.{NS}.svc.cluster.local"
     assert dr["subsets"] == [{"name": f"v{v}", "labels": {"version": f"v{v}"}} for v in sorted(mspec.versions)]
-    assert_policy_parity(dr["trafficPolicy"], mspec.resilience)
+    assert_policy_parity(dr["trafficPolicy"], mspec.resilience, grpc=True)
 
 
 def test_the_demo_numbers_literally() -> None:
@@ -179,7 +181,10 @@ def test_the_demo_numbers_literally() -> None:
         "maxEjectionPercent": 50,
         "minHealthPercent": 1,  # no host in rotation -> all hosts (Envoy's panic), as the local client does
     }
-    assert policy["connectionPool"] == {"tcp": {"maxConnections": 64}, "http": {"http1MaxPendingRequests": 128}}
+    assert policy["connectionPool"] == {
+        "tcp": {"maxConnections": 64},
+        "http": {"http1MaxPendingRequests": 128, "http2MaxRequests": 64},
+    }
 
 
 def test_mirror_is_compiled_when_its_percentage_is_set() -> None:
@@ -298,6 +303,8 @@ def test_without_grpc_the_model_routes_and_policies_are_http_only() -> None:
     vs = find("VirtualService", "digits", objs)["spec"]
     assert vs["hosts"] == [f"digits.{NS}.svc.cluster.local"]
     assert vs["http"][-1]["retries"]["retryOn"] == "connect-failure,refused-stream,5xx"
+    pool = find("DestinationRule", "digits", objs)["spec"]["trafficPolicy"]["connectionPool"]
+    assert "http2MaxRequests" not in pool["http"]
     (only,) = find("AuthorizationPolicy", "resnet", objs)["spec"]["rules"]
     assert only["to"] == [{"operation": {"paths": ["/v2/models/resnet", "/v2/models/resnet/*"]}}]
 
