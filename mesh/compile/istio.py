@@ -6,6 +6,17 @@ connection pool, outlier detection). Pipeline APIs and stages get the pipeline's
 Security: mTLS STRICT in the namespace, deny by default, then ALLOW rules: the Kong gateway may call
 the business APIs (and the models' v2 paths: the spec sets SLOs on direct model access), each pipeline's
 own services may call its stages and its model.
+
+gRPC: the model Services' `grpc` port is HTTP/2 to Istio (appProtocol grpc), and a VirtualService's
+`http` routes without a port match apply to every HTTP-family port of its hosts, so the header routes,
+the split, the mirror, the timeout and the DestinationRule cover gRPC as they cover HTTP; the
+`x-model-version` header is gRPC metadata there. Three things differ. HTTP/2 multiplexes requests over
+few connections, so the pool also caps active requests (`http2MaxRequests`) at `max_connections`, the
+most HTTP/1.1 can have in flight. A gRPC error travels as HTTP 200 with a `grpc-status` trailer, so
+`5xx` never retries it: the routes also carry Envoy's gRPC condition for the same failure
+(`unavailable`: a full queue, draining, no healthy upstream), and nothing else (RESOURCE_EXHAUSTED means
+an oversize message from the model server and CANCELLED a caller that gave up: a retry cannot help
+either). And the mesh policy lets Kong call only the v2 methods the edge exposes (`GRPC_EDGE_METHODS`).
 """
 
 from __future__ import annotations
@@ -13,10 +24,14 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.compile.names import (
+    GRPC_EDGE_METHODS,
     Workload,
     common_labels,
     effective_weights,
     fqdn,
+    grpc_at_edge,
+    grpc_edge_service,
+    grpc_path,
     namespace,
     subset,
     version_replicas,
@@ -33,26 +48,41 @@ def _meta(name: str, ns: str, component: str) -> dict[str, Any]:
     return {"name": name, "namespace": ns, "labels": common_labels(component)}
 
 
-def route_policy(resilience: Resilience) -> dict[str, Any]:
-    """timeout + retries of one HTTP route."""
+# Envoy's gRPC retry condition for each HTTP condition that covers the same failure (a 503).
+GRPC_RETRY_EQUIVALENT = {"5xx": "unavailable", "gateway-error": "unavailable"}
+
+
+def retry_conditions(retry_on: list[str], grpc: bool) -> list[str]:
+    """The spec's conditions, plus (for a route that also carries gRPC) their gRPC equivalents."""
+    out = list(retry_on)
+    if grpc:
+        out += [GRPC_RETRY_EQUIVALENT[c] for c in retry_on if c in GRPC_RETRY_EQUIVALENT]
+    return list(dict.fromkeys(out))
+
+
+def route_policy(resilience: Resilience, grpc: bool = False) -> dict[str, Any]:
+    """timeout + retries of one HTTP route (`grpc`: the route's hosts also serve v2 gRPC)."""
     retries: dict[str, Any] = {"attempts": resilience.retries.attempts}
     if resilience.retries.attempts > 0:
         if resilience.retries.per_try_timeout is not None:
             retries["perTryTimeout"] = format_duration(resilience.retries.per_try_timeout)
-        retries["retryOn"] = ",".join(resilience.retries.retry_on)
+        retries["retryOn"] = ",".join(retry_conditions(resilience.retries.retry_on, grpc))
     return {"timeout": format_duration(resilience.timeout), "retries": retries}
 
 
 PANIC_BELOW_PERCENT = 1
 
 
-def traffic_policy(resilience: Resilience) -> dict[str, Any]:
+def traffic_policy(resilience: Resilience, grpc: bool = False) -> dict[str, Any]:
+    """Connection pool and outlier detection of one host (`grpc`: the host also serves v2 gRPC)."""
     pool, outlier = resilience.connection_pool, resilience.outlier_detection
+    http: dict[str, Any] = {"http1MaxPendingRequests": pool.max_pending_requests}
+    if grpc:
+        # HTTP/2 multiplexes requests over few connections, so maxConnections alone would not bound gRPC: cap
+        # active requests at the number HTTP/1.1 can have in flight (one per connection), for both protocols.
+        http["http2MaxRequests"] = pool.max_connections
     return {
-        "connectionPool": {
-            "tcp": {"maxConnections": pool.max_connections},
-            "http": {"http1MaxPendingRequests": pool.max_pending_requests},
-        },
+        "connectionPool": {"tcp": {"maxConnections": pool.max_connections}, "http": http},
         "outlierDetection": {
             "consecutive5xxErrors": outlier.consecutive_5xx_errors,
             "interval": format_duration(outlier.interval),
@@ -75,7 +105,7 @@ def model_virtual_service(model: str, spec: MeshSpec, env: Environment) -> dict[
     ns = namespace(spec, env)
     mspec = spec.models[model]
     host = fqdn(model, ns)
-    policy = route_policy(mspec.resilience)
+    policy = route_policy(mspec.resilience, grpc=spec.grpc.enabled)
     header = mspec.traffic.header if mspec.traffic else "x-model-version"
     served = [v for v, n in version_replicas(model, spec, env).items() if n > 0]
     routes: list[dict[str, Any]] = [
@@ -100,11 +130,13 @@ def model_virtual_service(model: str, spec: MeshSpec, env: Environment) -> dict[
         split["mirror"] = {"host": host, "subset": subset(mirror.version)}
         split["mirrorPercentage"] = {"value": mirror.percentage}
     routes.append(split)
+    # Kong's gRPC Service: the same routes whatever :authority Kong's gRPC proxying sends
+    grpc_hosts = [fqdn(grpc_edge_service(model), ns)] if grpc_at_edge(spec, env) else []
     return {
         "apiVersion": NETWORKING,
         "kind": "VirtualService",
         "metadata": _meta(model, ns, "model-host"),
-        "spec": {"hosts": [host], "http": routes},
+        "spec": {"hosts": [host, *grpc_hosts], "http": routes},
     }
 
 
@@ -117,7 +149,7 @@ def model_destination_rule(model: str, spec: MeshSpec, env: Environment) -> dict
         "metadata": _meta(model, ns, "model-host"),
         "spec": {
             "host": fqdn(model, ns),
-            "trafficPolicy": traffic_policy(mspec.resilience),
+            "trafficPolicy": traffic_policy(mspec.resilience, grpc=spec.grpc.enabled),
             "subsets": [{"name": subset(v), "labels": {"version": subset(v)}} for v in sorted(mspec.versions)],
         },
     }
@@ -211,7 +243,10 @@ def authorization_policies(spec: MeshSpec, env: Environment) -> list[dict[str, A
         rules: list[dict[str, Any]] = []
         if callers:
             rules.append({"from": [{"source": {"principals": callers}}]})
-        rules.append({**gateway, "to": [{"operation": {"paths": [f"/v2/models/{model}", f"/v2/models/{model}/*"]}}]})
+        paths = [f"/v2/models/{model}", f"/v2/models/{model}/*"]
+        if grpc_at_edge(spec, env):
+            paths += [grpc_path(m) for m in GRPC_EDGE_METHODS]
+        rules.append({**gateway, "to": [{"operation": {"paths": paths}}]})
         policies.append(_allow(model, ns, {"app": model}, rules))
     return policies
 

@@ -1,5 +1,6 @@
 """Core Kubernetes objects from the spec: namespace, config, and per workload a ServiceAccount,
-Deployment, Service and PodDisruptionBudget; per model a host Service that Istio splits by version.
+Deployment, Service and PodDisruptionBudget; per model a host Service that Istio splits by version (and,
+with Kong and gRPC on, `<model>-grpc`, the Service Kong proxies gRPC to).
 
 Model artifacts: an init container syncs exactly one version (plus the model's config.yaml and
 labels.txt) from object storage into an emptyDir before the server starts. The server image stays
@@ -36,6 +37,8 @@ from mesh.compile.names import (
     Workload,
     common_labels,
     fqdn,
+    grpc_at_edge,
+    grpc_edge_service,
     namespace,
     workloads,
 )
@@ -377,6 +380,33 @@ def model_host_service(model: str, spec: MeshSpec, env: Environment) -> dict[str
     }
 
 
+def model_grpc_service(model: str, spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    """`<model>-grpc`: the same pods' gRPC port, for Kong alone. Kong sets its upstream protocol per Service
+    (`konghq.com/protocol: grpc`), so the `<model>` Service, whose HTTP port Kong proxies as HTTP/1.1, cannot
+    carry it. Kong sends the `<model>` host (host-header), so its sidecar applies the `<model>`
+    VirtualService and DestinationRule to gRPC as to HTTP (that VirtualService also lists this host)."""
+    ns = namespace(spec, env)
+    name = grpc_edge_service(model)
+    labels = {"app": model, "app.kubernetes.io/name": name, **common_labels("model-host")}
+    annotations = {**_kong_upstream(model, ns, env), "konghq.com/protocol": "grpc"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, ns, labels, annotations),
+        "spec": {"selector": {"app": model}, "ports": _grpc_ports(spec)},
+    }
+
+
+def _distinct_names(spec: MeshSpec, env: Environment) -> None:
+    taken = {w.name for w in workloads(spec, env)} | set(spec.models)
+    clash = sorted(grpc_edge_service(m) for m in spec.models if grpc_edge_service(m) in taken)
+    if clash:
+        raise ValueError(
+            f"Service name(s) {clash} are needed for the models' gRPC routes through Kong but a pipeline, stage "
+            "or model already has them; rename that pipeline or stage"
+        )
+
+
 def disruption_budget(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
@@ -394,4 +424,7 @@ def compile_core(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
         if w.replicas > 0:
             objects.append(disruption_budget(w, spec, env))
     objects += [model_host_service(model, spec, env) for model in spec.models]
+    if grpc_at_edge(spec, env):
+        _distinct_names(spec, env)
+        objects += [model_grpc_service(model, spec, env) for model in spec.models]
     return objects

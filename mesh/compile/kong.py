@@ -1,6 +1,13 @@
 """Kong Ingress Controller objects from the spec's `gateway` block: key-auth, per-consumer rate
 limits, consumers with their key Secrets, and one Ingress for the pipeline routes and the models'
-direct v2 paths.
+direct v2 paths; with the spec's `grpc` on, a second Ingress for v2 gRPC.
+
+gRPC names the model inside the message, not in the path, so the edge routes it by host, as KServe
+does for InferenceServices: `<model>.<domain>` by default (stack setting `grpcHost`), on Kong's TLS
+listener (`grpcs`: the chart's TLS listener speaks HTTP/2, its plain one does not). Each host has exact
+paths for the v2 methods in `GRPC_EDGE_METHODS` only, so the repository RPCs stay unreachable, as over
+REST; the backend is `<model>-grpc` (mesh/compile/k8s.py: Kong's upstream protocol is per Service). The
+same key-auth (Kong reads the key from the gRPC metadata, which are HTTP/2 headers) and rate limits apply.
 
 Kong runs inside the mesh: its Services are proxied as Services (`service-upstream`, set on the
 Service objects in mesh/compile/k8s.py) with `preserve-host: false`, so Kong's sidecar sees the
@@ -22,7 +29,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mesh.compile.names import HTTP_PORT_NAME, common_labels, namespace
+from mesh.compile.names import (
+    GRPC_EDGE_METHODS,
+    GRPC_PORT_NAME,
+    HTTP_PORT_NAME,
+    common_labels,
+    grpc_at_edge,
+    grpc_edge_service,
+    grpc_path,
+    namespace,
+)
 from mesh.compile.settings import Environment
 from mesh.spec import Consumer, MeshSpec, RateLimit
 
@@ -188,7 +204,42 @@ def ingress(spec: MeshSpec, env: Environment) -> dict[str, Any]:
     }
 
 
+GRPC_INGRESS = "meshserve-grpc"
+
+
+def grpc_ingress(spec: MeshSpec, env: Environment) -> dict[str, Any]:
+    """One rule per model host, an Exact path per exposed v2 method, to the model's gRPC Service.
+    `strip-path` must stay false: Kong refuses it on grpc/grpcs routes."""
+
+    def rule(model: str) -> dict[str, Any]:
+        backend = {"service": {"name": grpc_edge_service(model), "port": {"name": GRPC_PORT_NAME}}}
+        paths = [{"path": grpc_path(m), "pathType": "Exact", "backend": backend} for m in GRPC_EDGE_METHODS]
+        return {"host": env.grpc_host_for(model), "http": {"paths": paths}}
+
+    body: dict[str, Any] = {"ingressClassName": INGRESS_CLASS, "rules": [rule(model) for model in spec.models]}
+    if env.tls_secret:
+        # the certificate must cover these hosts too (e.g. a wildcard `*.<domain>` with the default grpcHost)
+        body["tls"] = [{"hosts": [env.grpc_host_for(m) for m in spec.models], "secretName": env.tls_secret}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": GRPC_INGRESS,
+            "namespace": namespace(spec, env),
+            "labels": common_labels("gateway"),
+            "annotations": {
+                "konghq.com/plugins": f"{KEY_AUTH},{RATE_LIMIT}",
+                "konghq.com/protocols": "grpcs",
+                "konghq.com/preserve-host": "false",
+                "konghq.com/strip-path": "false",
+            },
+        },
+        "spec": body,
+    }
+
+
 def compile_kong(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
     """Everything but the Secrets (their values are secrets: see `consumer_secret`, `tracing_secret`)."""
     tracing = [tracing_plugin(env)] if env.platform.logging else []
-    return [*plugins(spec, env), *tracing, *consumers(spec, env), ingress(spec, env)]
+    grpc = [grpc_ingress(spec, env)] if grpc_at_edge(spec, env) else []
+    return [*plugins(spec, env), *tracing, *consumers(spec, env), ingress(spec, env), *grpc]

@@ -17,6 +17,20 @@ HTTP_PORT = 8000
 HTTP_PORT_NAME = "http"  # Istio picks the protocol from the `http` prefix
 GRPC_PORT_NAME = "grpc"  # and HTTP/2 from `grpc` (the Service port also says appProtocol: grpc)
 METRICS_PORT_NAME = "http-metrics"
+GRPC_SERVICE = "inference.GRPCInferenceService"
+# The v2 gRPC methods the edge (Kong, and the mesh policy that lets Kong in) exposes: the embedded
+# gateway's set (services/gateway/grpc_proxy.py) plus the server health and metadata of the model's own
+# servers. The repository RPCs (index, load, unload) stay unreachable from outside, as over REST.
+GRPC_EDGE_METHODS = (
+    "ServerLive",
+    "ServerReady",
+    "ServerMetadata",
+    "ModelReady",
+    "ModelMetadata",
+    "ModelConfig",
+    "ModelStatistics",
+    "ModelInfer",
+)
 ISTIO_MERGED_METRICS_PORT = 15020  # istio-agent serves app + Envoy metrics here, outside mTLS
 PART_OF = "meshserve"
 
@@ -25,6 +39,21 @@ Component = Literal["model", "stage", "api"]
 
 def version_name(model: str, version: int) -> str:
     return f"{model}-v{version}"
+
+
+def grpc_edge_service(model: str) -> str:
+    """The Service Kong proxies a model's gRPC to: Kong's upstream protocol is set per Service
+    (`konghq.com/protocol`), not per port, so gRPC needs its own beside the `<model>` host Service."""
+    return f"{model}-grpc"
+
+
+def grpc_at_edge(spec: MeshSpec, env: Environment) -> bool:
+    """Kong routes gRPC to the models (per model host, see mesh/compile/kong.py)."""
+    return spec.grpc.enabled and env.platform.kong
+
+
+def grpc_path(method: str) -> str:
+    return f"/{GRPC_SERVICE}/{method}"
 
 
 def subset(version: int) -> str:

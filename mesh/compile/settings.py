@@ -7,6 +7,7 @@ password, APM Server token) are NOT here: they exist only as Pulumi secrets, rea
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,9 @@ from ruamel.yaml import YAML
 CONFIG_NAMESPACE = "meshserve"
 # Secret config keys: read by infra/ as Pulumi secrets, skipped (never validated or printed) here.
 SECRET_KEYS = frozenset({"apiKeys", "grafanaAdminPassword", "elasticPassword", "apmSecretToken"})
+
+
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class _Settings(BaseModel):
@@ -106,6 +110,11 @@ class Environment(_Settings):
     image_tag: str = "0.1.0"
     domain: str = "meshserve.example.com"
     tls_secret: str | None = None
+    grpc_host: str = Field(
+        "{model}.{domain}",
+        description="the host a gRPC client names to reach one model through Kong ({model}, {domain}): gRPC "
+        "carries the model name inside the message, so the edge routes by host, as KServe does",
+    )
     replicas: dict[str, int] = Field(default_factory=dict, description="service name -> replicas")
     model_store: ModelStore = Field(default_factory=lambda: ModelStore(uri="s3://meshserve-models/models"))
     platform: Platform = Field(default_factory=Platform)
@@ -125,6 +134,23 @@ class Environment(_Settings):
         if bad:
             raise ValueError(f"replicas: negative counts {bad}")
         return self
+
+    @model_validator(mode="after")
+    def _grpc_host_pattern(self) -> Environment:
+        if "{model}" not in self.grpc_host:
+            raise ValueError(f"grpcHost {self.grpc_host!r} must contain {{model}}: each model needs its own host")
+        try:
+            host = self.grpc_host_for("m")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                f"grpcHost {self.grpc_host!r}: only the placeholders {{model}} and {{domain}} are known"
+            ) from None
+        if not _DNS_NAME.fullmatch(host):
+            raise ValueError(f"grpcHost {self.grpc_host!r} gives {host!r}, not a DNS name (lowercase, dots, dashes)")
+        return self
+
+    def grpc_host_for(self, model: str) -> str:
+        return self.grpc_host.format(model=model, domain=self.domain)
 
     def image(self, gpu: bool = False) -> str:
         return f"{self.image_registry}/meshserve{'-gpu' if gpu else ''}:{self.image_tag}"

@@ -565,7 +565,7 @@ def selects(selector: dict[str, str], namespace: str, run: Run) -> bool:
 
 def test_every_service_selects_some_deployments_pods(run: Run) -> None:
     services = [s for s in run.of_kind("Service") if s.inputs["metadata"]["namespace"] != "kong"]
-    assert len(services) == 8
+    assert len(services) == 10  # 6 workloads, 2 model hosts, 2 `<model>-grpc` for Kong's gRPC routes
     for service in services:
         assert selects(service.inputs["spec"]["selector"], service.inputs["metadata"]["namespace"], run), service.name
 
@@ -627,6 +627,25 @@ def test_every_virtual_service_host_and_subset_exists(run: Run) -> None:
                 assert destination["subset"] in subsets, f"{vs.name}: subset {destination['subset']} undefined"
                 selector = {**service.inputs["spec"]["selector"], **subsets[destination["subset"]]}
                 assert selects(selector, service.inputs["metadata"]["namespace"], run), f"{vs.name}: empty subset"
+
+
+def test_every_ingress_backend_is_a_service_port_with_pods_behind_it(run: Run) -> None:
+    """Both Ingresses (HTTP paths and the per-model gRPC hosts) name registered Services and ports that
+    exist on them; a gRPC backend is Kong-proxied as gRPC and its container port is the model server's."""
+    services = {s.name: s.inputs for s in run.of_kind("Service")}
+    ingresses = {i.name: i.inputs for i in run.of_kind("Ingress")}
+    assert set(ingresses) == {"meshserve/meshserve", "meshserve/meshserve-grpc"}
+    for name, ingress in ingresses.items():
+        ns = ingress["metadata"]["namespace"]
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                service = services[f"{ns}/{backend['name']}"]
+                (port,) = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
+                assert selects(service["spec"]["selector"], ns, run), f"{name}: {backend['name']} selects no pod"
+                if name.endswith("-grpc"):
+                    assert service["metadata"]["annotations"]["konghq.com/protocol"] == "grpc"
+                    assert port["appProtocol"] == "grpc" and port["port"] == SPEC.grpc.port
 
 
 def test_the_business_api_may_call_the_model_host_service(run: Run) -> None:

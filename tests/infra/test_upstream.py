@@ -134,3 +134,23 @@ def test_every_known_autoscaler_tag_matches_its_minor_and_an_unknown_minor_fails
         assert tag.startswith(f"v{minor}.")
     with pytest.raises(Exception, match="AUTOSCALER_IMAGE_TAGS"):
         autoscaler_image_tag("1.99")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_grpc_at_the_edge_uses_the_only_kong_listener_that_speaks_http2(stack: str) -> None:
+    """Why the gRPC Ingress says `grpcs` alone: the pinned Kong chart's TLS listener has `http2`, its plain one
+    does not (gRPC needs HTTP/2), and the program's values change neither."""
+    from mesh.compile import kong
+    from mesh.spec import load_spec
+
+    env = load_stack(stack, ROOT)
+    defaults = chart_defaults("kong.yaml")["proxy"]  # the `gateway` subchart of kong/ingress
+    proxy = kong_values(env)["gateway"].get("proxy", {})
+    parameters = {
+        listener: proxy.get(listener, {}).get("parameters", defaults[listener]["parameters"])
+        for listener in ("http", "tls")
+    }
+    assert defaults["tls"]["enabled"] is True and "tls" not in proxy
+    assert "http2" in parameters["tls"] and "http2" not in parameters["http"]
+    (grpc,) = [o for o in kong.compile_kong(load_spec(), env) if o["metadata"]["name"] == kong.GRPC_INGRESS]
+    assert grpc["metadata"]["annotations"]["konghq.com/protocols"] == "grpcs"

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh.compile import istio
+from mesh.compile.names import GRPC_EDGE_METHODS
 from mesh.compile.settings import Environment
 from mesh.spec import DEFAULT_SPEC_PATH, MeshSpec, Resilience, load_spec, parse_duration, read_yaml, validate_spec
 from tests.mesh.schemas import validate_custom
@@ -89,22 +90,32 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def assert_route_parity(route: dict[str, Any], resilience: Resilience) -> None:
+def grpc_equivalents(retry_on: list[str]) -> list[str]:
+    """A gRPC error is HTTP 200 + grpc-status: a 503-class HTTP condition needs Envoy's `unavailable` too."""
+    if "unavailable" in retry_on or not {"5xx", "gateway-error"} & set(retry_on):
+        return []
+    return ["unavailable"]
+
+
+def assert_route_parity(route: dict[str, Any], resilience: Resilience, grpc: bool = False) -> None:
     assert ms(parse_duration(route["timeout"])) == ms(resilience.timeout)
     retries = route["retries"]
     assert retries["attempts"] == resilience.retries.attempts
     if resilience.retries.attempts:
-        assert retries["retryOn"].split(",") == resilience.retries.retry_on
+        extra = grpc_equivalents(resilience.retries.retry_on) if grpc else []
+        assert retries["retryOn"].split(",") == [*resilience.retries.retry_on, *extra]
         if resilience.retries.per_try_timeout is None:
             assert "perTryTimeout" not in retries
         else:
             assert ms(parse_duration(retries["perTryTimeout"])) == ms(resilience.retries.per_try_timeout)
 
 
-def assert_policy_parity(policy: dict[str, Any], resilience: Resilience) -> None:
+def assert_policy_parity(policy: dict[str, Any], resilience: Resilience, grpc: bool = False) -> None:
     pool, outlier = resilience.connection_pool, resilience.outlier_detection
     assert policy["connectionPool"]["tcp"]["maxConnections"] == pool.max_connections
     assert policy["connectionPool"]["http"]["http1MaxPendingRequests"] == pool.max_pending_requests
+    # gRPC multiplexes: active requests capped at what HTTP/1.1 could have in flight (one per connection)
+    assert policy["connectionPool"]["http"].get("http2MaxRequests") == (pool.max_connections if grpc else None)
     detection = policy["outlierDetection"]
     assert detection["consecutive5xxErrors"] == outlier.consecutive_5xx_errors
     assert ms(parse_duration(detection["interval"])) == ms(outlier.interval)
@@ -117,7 +128,8 @@ def test_model_virtual_service_parity(model: str) -> None:
     mspec = SPEC.models[model]
     vs = find("VirtualService", model)["spec"]
     host = f"{model}.{NS}.svc.cluster.local"
-    assert vs["hosts"] == [host]
+    # Kong's gRPC Service for this model gets the same routes (mesh/compile/k8s.py: model_grpc_service)
+    assert vs["hosts"] == [host, f"{model}-grpc.{NS}.svc.cluster.local"]
     *header_routes, split = vs["http"]
     weights = {int(d["destination"]["subset"][1:]): d["weight"] for d in split["route"]}
     assert weights == mspec.weights()
@@ -130,7 +142,10 @@ def test_model_virtual_service_parity(model: str) -> None:
         version = route["route"][0]["destination"]["subset"][1:]
         assert route["match"] == [{"headers": {header: {"regex": f"^v?{version}$"}}}]
     for route in vs["http"]:
-        assert_route_parity(route, mspec.resilience)
+        assert_route_parity(route, mspec.resilience, grpc=True)
+        # no port match: every route covers the HTTP port and the gRPC (HTTP/2) port alike, so the split,
+        # the x-model-version override (gRPC metadata are HTTP/2 headers) and the retries apply to both
+        assert all("port" not in m for m in route.get("match", []))
     mirror = mspec.traffic.mirror if mspec.traffic else None
     if mirror is None or mirror.percentage == 0:
         assert "mirror" not in split and "mirrorPercentage" not in split
@@ -145,7 +160,7 @@ def test_model_destination_rule_parity(model: str) -> None:
     dr = find("DestinationRule", model)["spec"]
     assert dr["host"] == f"{model}.{NS}.svc.cluster.local"
     assert dr["subsets"] == [{"name": f"v{v}", "labels": {"version": f"v{v}"}} for v in sorted(mspec.versions)]
-    assert_policy_parity(dr["trafficPolicy"], mspec.resilience)
+    assert_policy_parity(dr["trafficPolicy"], mspec.resilience, grpc=True)
 
 
 def test_the_demo_numbers_literally() -> None:
@@ -156,7 +171,7 @@ def test_the_demo_numbers_literally() -> None:
     assert split["retries"] == {
         "attempts": 2,
         "perTryTimeout": "500ms",
-        "retryOn": "connect-failure,refused-stream,5xx",
+        "retryOn": "connect-failure,refused-stream,5xx,unavailable",
     }
     policy = find("DestinationRule", "digits")["spec"]["trafficPolicy"]
     assert policy["outlierDetection"] == {
@@ -166,7 +181,10 @@ def test_the_demo_numbers_literally() -> None:
         "maxEjectionPercent": 50,
         "minHealthPercent": 1,  # no host in rotation -> all hosts (Envoy's panic), as the local client does
     }
-    assert policy["connectionPool"] == {"tcp": {"maxConnections": 64}, "http": {"http1MaxPendingRequests": 128}}
+    assert policy["connectionPool"] == {
+        "tcp": {"maxConnections": 64},
+        "http": {"http1MaxPendingRequests": 128, "http2MaxRequests": 64},
+    }
 
 
 def test_mirror_is_compiled_when_its_percentage_is_set() -> None:
@@ -256,9 +274,38 @@ def test_only_pipeline_services_may_call_models_and_the_gateway_only_on_v2_paths
     assert {p for f in pipeline_rule["from"] for p in f["source"]["principals"]} == pipeline
     assert "to" not in pipeline_rule
     assert gateway_rule["from"] == [{"source": {"principals": [ENV.gateway_principal]}}]
-    assert gateway_rule["to"] == [{"operation": {"paths": ["/v2/models/digits", "/v2/models/digits/*"]}}]
-    # resnet is in no pipeline: only the gateway's v2 paths reach it
+    grpc = [f"/inference.GRPCInferenceService/{m}" for m in GRPC_EDGE_METHODS]
+    assert gateway_rule["to"] == [{"operation": {"paths": ["/v2/models/digits", "/v2/models/digits/*", *grpc]}}]
+    # resnet is in no pipeline: only the gateway's v2 paths and gRPC methods reach it
     (only,) = find("AuthorizationPolicy", "resnet")["spec"]["rules"]
+    assert only["to"] == [{"operation": {"paths": ["/v2/models/resnet", "/v2/models/resnet/*", *grpc]}}]
+    assert not any("Repository" in p for p in only["to"][0]["operation"]["paths"])  # an admin API
+
+
+def test_grpc_retry_conditions_follow_the_spec() -> None:
+    """Each 503-class HTTP condition gains Envoy's `unavailable` on routes that carry gRPC, once; a spec that
+    retries nothing on 503 (or already names `unavailable`) gets nothing added; HTTP-only routes never do."""
+    assert istio.retry_conditions(["connect-failure", "5xx", "gateway-error"], grpc=True) == [
+        "connect-failure",
+        "5xx",
+        "gateway-error",
+        "unavailable",
+    ]
+    assert istio.retry_conditions(["unavailable", "5xx"], grpc=True) == ["unavailable", "5xx"]
+    assert istio.retry_conditions(["connect-failure", "reset"], grpc=True) == ["connect-failure", "reset"]
+    assert istio.retry_conditions(["5xx"], grpc=False) == ["5xx"]
+
+
+def test_without_grpc_the_model_routes_and_policies_are_http_only() -> None:
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    doc["grpc"] = {"enabled": False}
+    objs = objects(validate_spec(doc))
+    vs = find("VirtualService", "digits", objs)["spec"]
+    assert vs["hosts"] == [f"digits.{NS}.svc.cluster.local"]
+    assert vs["http"][-1]["retries"]["retryOn"] == "connect-failure,refused-stream,5xx"
+    pool = find("DestinationRule", "digits", objs)["spec"]["trafficPolicy"]["connectionPool"]
+    assert "http2MaxRequests" not in pool["http"]
+    (only,) = find("AuthorizationPolicy", "resnet", objs)["spec"]["rules"]
     assert only["to"] == [{"operation": {"paths": ["/v2/models/resnet", "/v2/models/resnet/*"]}}]
 
 

@@ -66,7 +66,8 @@ def test_one_deployment_service_account_and_service_per_workload(objects: list[d
     assert set(of_kind(objects, "Deployment")) == names
     assert set(of_kind(objects, "ServiceAccount")) == names
     assert set(of_kind(objects, "PodDisruptionBudget")) == names
-    assert set(of_kind(objects, "Service")) == names | {"digits", "resnet"}
+    grpc = {"digits-grpc", "resnet-grpc"} if env.platform.kong else set()  # Kong's gRPC backends
+    assert set(of_kind(objects, "Service")) == names | {"digits", "resnet"} | grpc
 
 
 def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,7 +194,11 @@ def test_services_have_named_ports_and_select_their_pods(objects: list[dict[str,
     for name, service in of_kind(objects, "Service").items():
         ports = service["spec"]["ports"]
         assert all(p.get("name") for p in ports), name
-        assert ports[0] == {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+        http = {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+        if name.endswith("-grpc"):  # Kong's gRPC backend: the gRPC port alone (Kong's protocol is per Service)
+            assert [p["name"] for p in ports] == ["grpc"], name
+        else:
+            assert ports[0] == http, name
         selector = service["spec"]["selector"]
         selected = [
             d for d in deployments.values() if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
@@ -231,10 +236,11 @@ def test_kong_upstream_annotations_only_on_gateway_backends() -> None:
     services = of_kind(k8s.compile_core(SPEC, Environment()), "Service")
     for name, service in services.items():
         annotations = service["metadata"].get("annotations", {})
-        exposed = name in {"digits-classify", "digits", "resnet"}
+        exposed = name in {"digits-classify", "digits", "resnet", "digits-grpc", "resnet-grpc"}
         assert (annotations.get("ingress.kubernetes.io/service-upstream") == "true") is exposed, name
-        if exposed:
-            assert annotations["konghq.com/host-header"] == f"{name}.meshserve.svc.cluster.local"
+        if exposed:  # a gRPC backend sends its model's host: the `<model>` VirtualService routes it
+            host = name.removesuffix("-grpc")
+            assert annotations["konghq.com/host-header"] == f"{host}.meshserve.svc.cluster.local"
 
 
 def test_model_servers_carry_the_grpc_port(objects: list[dict[str, Any]]) -> None:

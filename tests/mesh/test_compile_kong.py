@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -152,3 +153,129 @@ def test_the_render_command_for_the_tracing_secret_gives_the_same_headers() -> N
     assert key == kong.TRACING_SECRET_KEY
     env = load_stack("prod", DEFAULT_SPEC_PATH.parents[1])
     assert json.loads(value) == json.loads(kong.tracing_config(env, token))
+
+
+# --------------------------------------------------------------------------- gRPC at the edge
+
+PROTO = DEFAULT_SPEC_PATH.parents[1] / "services" / "common" / "proto" / "inference.proto"
+
+
+def grpc_ingress(spec=SPEC, env=ENV) -> dict[str, Any]:
+    (ingress,) = [o for o in kong.compile_kong(spec, env) if o["metadata"]["name"] == kong.GRPC_INGRESS]
+    return ingress
+
+
+def test_grpc_ingress_routes_each_model_host_to_its_grpc_service() -> None:
+    """gRPC names the model inside the message: one host per model (`<model>.<domain>`), an Exact path per
+    exposed v2 method, to `<model>-grpc`'s `grpc` port; the same key-auth and rate limit as HTTP."""
+    ingress = grpc_ingress()
+    validate_builtin(ingress)
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations == {
+        "konghq.com/plugins": "meshserve-key-auth,meshserve-rate-limit",
+        "konghq.com/protocols": "grpcs",
+        "konghq.com/preserve-host": "false",
+        "konghq.com/strip-path": "false",  # Kong refuses strip_path on grpc/grpcs routes
+    }
+    assert ingress["spec"]["ingressClassName"] == "kong"
+    methods = [
+        "ServerLive",
+        "ServerReady",
+        "ServerMetadata",
+        "ModelReady",
+        "ModelMetadata",
+        "ModelConfig",
+        "ModelStatistics",
+        "ModelInfer",
+    ]
+    rules = {r["host"]: r["http"]["paths"] for r in ingress["spec"]["rules"]}
+    assert set(rules) == {"digits.api.example.test", "resnet.api.example.test"}
+    for model in SPEC.models:
+        paths = rules[f"{model}.api.example.test"]
+        assert [(p["path"], p["pathType"]) for p in paths] == [
+            (f"/inference.GRPCInferenceService/{m}", "Exact") for m in methods
+        ]
+        assert all(p["backend"] == {"service": {"name": f"{model}-grpc", "port": {"name": "grpc"}}} for p in paths)
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["digits.api.example.test", "resnet.api.example.test"], "secretName": "api-tls"}
+    ]
+    broken = copy.deepcopy(ingress)
+    broken["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["nmae"] = "grpc"
+    with pytest.raises(Exception, match="nmae"):
+        validate_builtin(broken)
+
+
+def test_the_edge_exposes_real_v2_methods_and_never_the_repository() -> None:
+    """Every method routed is an rpc of the served .proto; the admin RPCs (repository, shared memory) are not."""
+    rpcs = set(re.findall(r"^\s*rpc (\w+)\(", PROTO.read_text(), re.MULTILINE))
+    assert {"ModelInfer", "RepositoryModelLoad"} <= rpcs
+    exposed = {p["path"].rsplit("/", 1)[1] for r in grpc_ingress()["spec"]["rules"] for p in r["http"]["paths"]}
+    assert exposed <= rpcs
+    assert not {m for m in exposed if m.startswith(("Repository", "System", "Cuda"))}
+
+
+def test_the_grpc_backend_is_the_models_pods_speaking_grpc_through_the_mesh() -> None:
+    """`<model>-grpc` selects the same pods as the `<model>` host, on the same `grpc` port; Kong proxies it
+    as a Service (so its sidecar routes) with the `<model>` host, whose VirtualService splits it."""
+    from mesh.compile import k8s
+
+    core = {o["metadata"]["name"]: o for o in k8s.compile_core(SPEC, ENV) if o["kind"] == "Service"}
+    for model in SPEC.models:
+        service = core[f"{model}-grpc"]
+        validate_builtin(service)
+        host = core[model]
+        assert service["spec"]["selector"] == host["spec"]["selector"] == {"app": model}
+        (port,) = service["spec"]["ports"]
+        assert port == next(p for p in host["spec"]["ports"] if p["name"] == "grpc")
+        assert port["port"] == SPEC.grpc.port and port["appProtocol"] == "grpc"
+        assert service["metadata"]["annotations"] == {
+            "konghq.com/protocol": "grpc",
+            "ingress.kubernetes.io/service-upstream": "true",
+            "konghq.com/host-header": f"{model}.meshserve.svc.cluster.local",
+        }
+        # the HTTP host keeps Kong's default (http) protocol: the annotation is per Service, not per port
+        assert "konghq.com/protocol" not in host["metadata"]["annotations"]
+
+
+def test_grpc_host_pattern_comes_from_the_stack() -> None:
+    from mesh.compile.settings import SettingsError, environment_from_config
+
+    env = environment_from_config(
+        {"meshserve:domain": "example.org", "meshserve:grpcHost": "{model}-grpc.ml.{domain}"}, stack="t"
+    )
+    assert {r["host"] for r in grpc_ingress(env=env)["spec"]["rules"]} == {
+        "digits-grpc.ml.example.org",
+        "resnet-grpc.ml.example.org",
+    }
+    assert "tls" not in grpc_ingress(env=env)["spec"]
+    for pattern, message in (
+        ("grpc.{domain}", "must contain {model}"),
+        ("{model}.{zone}", "only the placeholders {model} and {domain}"),
+        ("{model}.Example.org", "not a DNS name"),
+        ("{model}..{domain}", "not a DNS name"),
+    ):
+        with pytest.raises(SettingsError, match=re.escape(message)):
+            environment_from_config({"meshserve:grpcHost": pattern}, stack="t")
+
+
+def test_without_grpc_or_without_kong_there_is_no_grpc_route() -> None:
+    from mesh.compile import k8s
+    from mesh.compile.settings import Platform
+
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    doc["grpc"] = {"enabled": False}
+    off = validate_spec(doc)
+    assert [o["metadata"]["name"] for o in kong.compile_kong(off, ENV) if o["kind"] == "Ingress"] == ["meshserve"]
+    assert not any(o["metadata"]["name"].endswith("-grpc") for o in k8s.compile_core(off, ENV))
+    no_kong = Environment(platform=Platform(kong=False))
+    assert not any(o["metadata"]["name"].endswith("-grpc") for o in k8s.compile_core(SPEC, no_kong))
+
+
+def test_a_pipeline_that_takes_a_grpc_service_name_is_refused() -> None:
+    from mesh.compile import k8s
+
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    pipeline = doc["pipelines"].pop("digits-classify")
+    doc["pipelines"]["digits-grpc"] = pipeline
+    with pytest.raises(ValueError, match=r"\['digits-grpc'\] are needed for the models' gRPC routes"):
+        k8s.compile_core(validate_spec(doc), ENV)

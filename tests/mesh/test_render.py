@@ -56,6 +56,10 @@ def test_dev_stack_settings_reach_the_objects(rendered: Path) -> None:
     }
     ingress = yaml.safe_load(next(rendered.glob("*-ingress-meshserve-meshserve.yaml")).read_text())
     assert ingress["spec"]["rules"][0]["host"] == "meshserve.127.0.0.1.nip.io"
+    grpc = yaml.safe_load(next(rendered.glob("*-ingress-meshserve-meshserve-grpc.yaml")).read_text())
+    hosts = [r["host"] for r in grpc["spec"]["rules"]]
+    assert hosts == ["digits.meshserve.127.0.0.1.nip.io", "resnet.meshserve.127.0.0.1.nip.io"]
+    assert next(rendered.glob("*-service-meshserve-digits-grpc.yaml"))
     assert not list(rendered.glob("*-logging-*"))  # logging is off in the dev stack
 
 
