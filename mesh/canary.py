@@ -17,13 +17,9 @@ import difflib
 import io
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-# Modules that add `meshserve canary <sub>` subcommands (e.g. `advance`, automated analysis). Each defines
-# `register_canary(canary_subparsers) -> None`; add one line here per module.
-EXTENSION_MODULES: tuple[str, ...] = ("mesh.canary_analysis",)  # advance
 
 
 class CanaryError(ValueError):
@@ -240,7 +236,12 @@ def add_spec_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default=argparse.SUPPRESS, help=SPEC_HELP)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(
+    subparsers: argparse._SubParsersAction,
+    extensions: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
+) -> None:
+    """`meshserve canary set | promote | rollback`; `extensions` add more OPs (mesh/canary_analysis.py passes
+    `advance`: the layer above calls down, this module never imports it)."""
     from services.common.settings import SPEC_HELP
 
     canary = subparsers.add_parser("canary", help="shift traffic between model versions in mesh.yaml")
@@ -261,9 +262,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback_.add_argument("model", help="a model of the spec, e.g. digits")
     rollback_.set_defaults(func=_run)
 
-    import importlib
-
-    for name in EXTENSION_MODULES:
-        importlib.import_module(name).register_canary(ops)
+    for extend in extensions:
+        extend(ops)
     for parser in ops.choices.values():
         add_spec_option(parser)

@@ -37,11 +37,12 @@ import orjson
 from mesh.spec import SpecError, load_spec
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
+from services.common.routing import ModelRoute, RouteError
 from services.gateway import metrics, protocol
 from services.gateway.agreement import agreement, top1
 from services.gateway.headers import passed_back, upstream_headers
 from services.gateway.keyauth import Unauthorized, authenticate
-from services.gateway.policy import ModelRoute, PipelineRoute, Policy, RouteError, build_policy, split_model_path
+from services.gateway.policy import PipelineRoute, Policy, build_policy, split_model_path
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.reload import SETTLE_S, TRAFFIC_WINDOW_S, refusal
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
 from services.modelserver import jsonload
-from services.modelserver.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
 from services.modelserver.signature import Signature
 
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
