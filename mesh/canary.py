@@ -19,7 +19,10 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mesh.spec import ModelSpec
 
 
 class CanaryError(ValueError):
@@ -62,31 +65,23 @@ def _versions(model_doc: Mapping[str, Any]) -> dict[int, Any]:
     return {parse_version(v): spec for v, spec in (model_doc.get("versions") or {}).items()}
 
 
-def current_weights(doc: Mapping[str, Any], model: str) -> dict[int, int]:
-    """The weights as written (missing versions count 0)."""
-    from mesh.spec import parse_version
+def model_spec(doc: Mapping[str, Any], model: str) -> ModelSpec:
+    """The model's entry as the spec reads it: its rules decide, never a second reading of the raw YAML."""
+    from mesh.spec import validate_model
 
-    model_doc = _model(doc, model)
-    weights = {v: 0 for v in _versions(model_doc)}
-    traffic = model_doc.get("traffic") or {}
-    for version, weight in (traffic.get("weights") or {}).items():
-        weights[parse_version(version)] = int(weight)
-    return weights
+    return validate_model(_model(doc, model), model)
+
+
+def current_weights(doc: Mapping[str, Any], model: str) -> dict[int, int]:
+    """The weights in effect (mesh/spec.py's `ModelSpec.weights`: versions not named count 0; without a
+    traffic block the highest served version takes everything)."""
+    return model_spec(doc, model).weights()
 
 
 def stable_version(doc: Mapping[str, Any], model: str) -> int:
-    """`traffic.stable` as written; without it, the lowest version with replicas."""
-    from mesh.spec import parse_version
-
-    model_doc = _model(doc, model)
-    written = (model_doc.get("traffic") or {}).get("stable")
-    if written is not None:
-        return parse_version(written)
-    versions = _versions(model_doc)
-    served = [v for v, spec in versions.items() if int((spec or {}).get("replicas", 1)) > 0]
-    if not served:
-        raise CanaryError(f"model {model!r} has no version with replicas")
-    return min(served)
+    """Where a rollback lands (mesh/spec.py's `ModelSpec.stable_version`): `traffic.stable`, else the
+    lowest version with replicas."""
+    return model_spec(doc, model).stable_version()
 
 
 def _check_known(doc: Mapping[str, Any], model: str, versions: list[int]) -> None:
