@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import orjson
 
 from services.common import http1, tracing
+from services.common.errors import HTTPError
 from services.common.quarantine import ResetMemory, fingerprint
 from services.common.upstream import EndpointLike, Host, HostPool, OutlierPolicy
 
@@ -110,7 +111,7 @@ def add_header_injector(inject: Callable[[MutableMapping[str, str]], Any]) -> No
 # --------------------------------------------------------------------------- errors
 
 
-class UpstreamError(Exception):
+class UpstreamError(HTTPError):
     """The upstream gave no answer to pass on; answer `status` (+ Retry-After when set) to the caller."""
 
     status = 503
@@ -118,7 +119,7 @@ class UpstreamError(Exception):
     retry_after: int | None = RETRY_AFTER_SECONDS
 
     def __init__(self, service: str, detail: str) -> None:
-        super().__init__(f"{service}: {detail}")
+        super().__init__(type(self).status, f"{service}: {detail}")
         self.service = service
 
 

@@ -13,15 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mesh.spec import MeshSpec, Resilience, parse_version
+from services.common.errors import HTTPError
 
 
-class RouteError(Exception):
-    """A request the gateway cannot route: `status` and a message for the caller."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class RouteError(HTTPError):
+    """A request that names no version to route to: unknown version (404), a bad one (400), no weight (503)."""
 
 
 def model_service(model: str, version: int) -> str:

@@ -33,6 +33,7 @@ from starlette.responses import Response
 
 from mesh.spec import MeshSpec, Pipeline, Resilience, SpecError, load_spec, parse_version
 from services.common.client import DEPENDENCY_FAILED_HEADER, Client, Reply, UpstreamError, bind_request_headers
+from services.common.errors import HTTPError, error_body
 from services.common.files import file_identity
 from services.common.routing import ModelRoute, RouteError, build_model_route
 from services.common.traffic import TrafficSettings, single_try
@@ -117,13 +118,13 @@ class LiveSpec:
         return self.plan
 
 
-class StageFailed(Exception):
+class StageFailed(HTTPError):
     """A hop answered with an error: `status` and {"error"} for the caller; `stage` names the service
     that failed when it is a dependency's failure (a 5xx), empty when the caller's input was refused."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, stage: str = "") -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers, self.stage = status, message, headers or {}, stage
+        super().__init__(status, message)
+        self.headers, self.stage = headers or {}, stage
 
 
 def _error_text(reply: Reply) -> str:
@@ -227,8 +228,9 @@ class PipelineRunner:
 def dependency_failed(status: int, message: str, stage: str, headers: dict[str, str]) -> Response:
     """A stage (or the model) failed, not this service: 502/503/504 naming it in the body and in
     x-meshserve-dependency-failed, so the gateway does not eject this host for it (services.common.client)."""
-    body = orjson.dumps({"error": message, "stage": stage})
-    return Response(body, status, {**headers, DEPENDENCY_FAILED_HEADER: stage}, media_type=JSON)
+    return Response(
+        error_body(message, stage=stage), status, {**headers, DEPENDENCY_FAILED_HEADER: stage}, media_type=JSON
+    )
 
 
 def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: TrafficSettings | None = None):
