@@ -1,8 +1,8 @@
 """The gateway's view of mesh.yaml: an immutable snapshot swapped atomically on reload.
 
 Built once per spec (never per request): API keys resolved from each consumer's env var, rate
-limits, pipeline routes, and per model the cumulative weights of its versions, the override
-header and the mirror. Choosing a version is a pure function of the snapshot and a random draw.
+limits, pipeline routes, and per model its route (services/common/routing.py: the cumulative weights
+of its versions, the override header and the mirror; the version-choice rule the business API shares).
 """
 
 from __future__ import annotations

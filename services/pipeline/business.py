@@ -4,8 +4,8 @@ POST <route> (e.g. /v1/digits:classify): an image in (whatever image-preprocess 
 {"label", "score", "top_k", "model_version"} with headers x-request-id and x-model-version. It runs the
 stages in the spec's order, each through the ONE shared client (services.common.client: pooled
 connections, retries, outlier ejection, x-request-id/traceparent propagation). Who picks the model
-version is services.common.traffic's one setting: locally the business API, by the gateway's own rule
-(services.gateway.policy.ModelRoute.resolve: the override header, else the weighted split), so the
+version is services.common.traffic's one setting: locally the business API, by the rule the gateway uses
+(services.common.routing.ModelRoute.resolve: the override header, else the weighted split), so the
 split exists once; on Kubernetes Istio, with the business API calling the model's plain Service and
 reading the version from the answer. The spec is re-read when mesh.yaml changes.
 
