@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lifecycle.contract import Contract
+from services.common.datatypes import V2_TO_NUMPY
 from services.modelserver.config import ModelConfig, Optimization
-from services.modelserver.datatypes import V2_TO_NUMPY
 from services.modelserver.runtime import Runtime
 
 EVAL_BATCH = 32  # rows per run while evaluating (bounded memory for large inputs)

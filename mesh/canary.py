@@ -17,13 +17,12 @@ import difflib
 import io
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Modules that add `meshserve canary <sub>` subcommands (e.g. `advance`, automated analysis). Each defines
-# `register_canary(canary_subparsers) -> None`; add one line here per module.
-EXTENSION_MODULES: tuple[str, ...] = ("mesh.canary_analysis",)  # advance
+if TYPE_CHECKING:
+    from mesh.spec import ModelSpec
 
 
 class CanaryError(ValueError):
@@ -66,31 +65,23 @@ def _versions(model_doc: Mapping[str, Any]) -> dict[int, Any]:
     return {parse_version(v): spec for v, spec in (model_doc.get("versions") or {}).items()}
 
 
-def current_weights(doc: Mapping[str, Any], model: str) -> dict[int, int]:
-    """The weights as written (missing versions count 0)."""
-    from mesh.spec import parse_version
+def model_spec(doc: Mapping[str, Any], model: str) -> ModelSpec:
+    """The model's entry as the spec reads it: its rules decide, never a second reading of the raw YAML."""
+    from mesh.spec import validate_model
 
-    model_doc = _model(doc, model)
-    weights = {v: 0 for v in _versions(model_doc)}
-    traffic = model_doc.get("traffic") or {}
-    for version, weight in (traffic.get("weights") or {}).items():
-        weights[parse_version(version)] = int(weight)
-    return weights
+    return validate_model(_model(doc, model), model)
+
+
+def current_weights(doc: Mapping[str, Any], model: str) -> dict[int, int]:
+    """The weights in effect (mesh/spec.py's `ModelSpec.weights`: versions not named count 0; without a
+    traffic block the highest served version takes everything)."""
+    return model_spec(doc, model).weights()
 
 
 def stable_version(doc: Mapping[str, Any], model: str) -> int:
-    """`traffic.stable` as written; without it, the lowest version with replicas."""
-    from mesh.spec import parse_version
-
-    model_doc = _model(doc, model)
-    written = (model_doc.get("traffic") or {}).get("stable")
-    if written is not None:
-        return parse_version(written)
-    versions = _versions(model_doc)
-    served = [v for v, spec in versions.items() if int((spec or {}).get("replicas", 1)) > 0]
-    if not served:
-        raise CanaryError(f"model {model!r} has no version with replicas")
-    return min(served)
+    """Where a rollback lands (mesh/spec.py's `ModelSpec.stable_version`): `traffic.stable`, else the
+    lowest version with replicas."""
+    return model_spec(doc, model).stable_version()
 
 
 def _check_known(doc: Mapping[str, Any], model: str, versions: list[int]) -> None:
@@ -240,7 +231,12 @@ def add_spec_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default=argparse.SUPPRESS, help=SPEC_HELP)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(
+    subparsers: argparse._SubParsersAction,
+    extensions: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
+) -> None:
+    """`meshserve canary set | promote | rollback`; `extensions` add more OPs (mesh/canary_analysis.py passes
+    `advance`: the layer above calls down, this module never imports it)."""
     from services.common.settings import SPEC_HELP
 
     canary = subparsers.add_parser("canary", help="shift traffic between model versions in mesh.yaml")
@@ -261,9 +257,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback_.add_argument("model", help="a model of the spec, e.g. digits")
     rollback_.set_defaults(func=_run)
 
-    import importlib
-
-    for name in EXTENSION_MODULES:
-        importlib.import_module(name).register_canary(ops)
+    for extend in extensions:
+        extend(ops)
     for parser in ops.choices.values():
         add_spec_option(parser)

@@ -631,3 +631,8 @@ def register_canary(ops: argparse._SubParsersAction) -> None:
         help="report folder (default: the project's runs/canary-<model>-v<N>-<time>)",
     )
     parser.set_defaults(func=_run)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """`meshserve canary`: mesh/canary.py's set | promote | rollback, plus `advance`."""
+    canary.register(subparsers, extensions=(register_canary,))

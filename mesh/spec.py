@@ -580,6 +580,15 @@ def validate_spec(data: Any, *, base_dir: Path | None = None, source: str = "<sp
         raise SpecError(source, _describe(exc)) from None
 
 
+def validate_model(data: Any, name: str, *, source: str = "<spec>") -> ModelSpec:
+    """One model's entry of an already-parsed document, by the spec's own model (its rules, e.g.
+    `stable_version` and `weights`, for callers that edit the raw YAML: mesh/canary.py)."""
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, [f"models.{name}.{p}" for p in _describe(exc)]) from None
+
+
 def round_trip_yaml() -> YAML:
     """The YAML settings mesh.yaml is written with: dumping an unchanged document gives the same text."""
     yaml = YAML()

@@ -6,11 +6,10 @@ every target labelled `service`, `job` (= service, as prometheus-operator labels
 ServiceMonitor's targets) and `instance`. Rules are the ones `observability.alerts` generates
 from the spec. Storage is a temp folder removed on exit.
 
-It runs as one supervised process of `meshserve up` (`processes(stack)`, the supervisor's
-EXTRA_PROCESS_MODULES hook): `python -m observability.prometheus --run-dir R --spec S --port P`
-keeps the targets file current and runs the binary as its child, which dies with it. Without the
-binary the hook adds nothing and the stack runs without Prometheus. The scrape interval is
-MESHSERVE_SCRAPE_INTERVAL (default 5s; the tests use 1s).
+It runs as one supervised process of `meshserve up` (services/local/observers.py adds it):
+`python -m observability.prometheus --run-dir R --spec S --port P` keeps the targets file current and
+runs the binary as its child, which dies with it. Without the binary the hook adds nothing and the stack
+runs without Prometheus. The scrape interval is MESHSERVE_SCRAPE_INTERVAL (default 5s; the tests use 1s).
 """
 
 from __future__ import annotations
@@ -185,24 +184,6 @@ def serve(run_dir: Path, spec: MeshSpec, port: int, scrape_interval: str, binary
         sync.stop()
         (run_dir / URL_FILE).unlink(missing_ok=True)
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def processes(stack: Any) -> list[Any]:
-    """The supervisor hook (services/local EXTRA_PROCESS_MODULES): Prometheus, when the binary exists."""
-    from services.local.plan import ProcessSpec
-    from services.local.supervisor import free_port
-
-    binary = find_binary()
-    if binary is None:
-        return []
-    port = free_port()
-    interval = stack.env.get(SCRAPE_INTERVAL_ENV, DEFAULT_SCRAPE_INTERVAL)
-    argv = (
-        sys.executable, "-m", "observability.prometheus",
-        "--run-dir", str(stack.run_dir), "--spec", str(stack.spec_path),
-        "--port", str(port), "--scrape-interval", interval, "--binary", binary,
-    )  # fmt: skip
-    return [ProcessSpec(SERVICE, f"{SERVICE}-0", argv, port, "/-/ready", discoverable=False)]
 
 
 def main(argv: list[str] | None = None) -> int:

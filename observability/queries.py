@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mesh.spec import MeshSpec
 
-# --- metric names (the contracts in notes/local-stack.md; catalog in observability/METRICS.md)
+# --- metric names (the catalog, with labels and meanings: observability/METRICS.md)
 HTTP_REQUESTS = "meshserve_http_requests_total"
 HTTP_DURATION = "meshserve_http_request_duration_seconds"
 INFERENCE_REQUESTS = "meshserve_inference_requests_total"

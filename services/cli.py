@@ -19,7 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.modelserver.commands",  # serve
     "services.local.commands",  # up, status
     "mesh.render",  # render, validate
-    "mesh.canary",  # canary set | promote | rollback | advance
+    "mesh.canary_analysis",  # canary set | promote | rollback (mesh.canary) | advance
     "observability.commands",  # rules
     "loadtests.verify",  # verify (end-to-end checks of a running environment)
     "lifecycle.commands",  # model publish | optimize | release | list | show

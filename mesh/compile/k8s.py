@@ -16,7 +16,7 @@ weights live only in the VirtualService and a canary change rolls no pod) and a 
 file naming every service by its cluster DNS name, the plain `<model>` host included: in-process
 clients call Service hosts and the sidecar applies the mesh policies. With Istio, MESHSERVE_TRAFFIC=mesh
 tells the business API to call `<model>` and leave the split, retries and ejection to the sidecar
-(services/pipeline/traffic.py); MESHSERVE_VERSION_HEADER names the override header the VirtualService
+(services/common/traffic.py); MESHSERVE_VERSION_HEADER names the override header the VirtualService
 matches, since the pods' spec has no `traffic` block to read it from.
 """
 
@@ -45,7 +45,7 @@ from mesh.compile.names import (
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec
 from services.common.settings import SPEC_ENV
-from services.pipeline.traffic import CLIENT, DEFAULT_VERSION_HEADER, MESH, TRAFFIC_ENV, VERSION_HEADER_ENV
+from services.common.traffic import CLIENT, DEFAULT_VERSION_HEADER, MESH, TRAFFIC_ENV, VERSION_HEADER_ENV
 
 SPEC_CONFIGMAP = "meshserve-spec"
 CONFIG_DIR = "/etc/meshserve"
@@ -79,7 +79,8 @@ def pod_spec_document(spec: MeshSpec) -> dict[str, Any]:
 
 
 def discovery_document(spec: MeshSpec, env: Environment) -> dict[str, Any]:
-    """notes/local-stack.md's static endpoints.json, each service at its cluster DNS name."""
+    """The static discovery table (`endpoints.json`, services/discovery/__init__.py), each service at its
+    cluster DNS name."""
     ns = namespace(spec, env)
     services: dict[str, list[dict[str, Any]]] = {}
     for w in workloads(spec, env):

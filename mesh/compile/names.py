@@ -1,8 +1,9 @@
 """Names and labels shared by every compiler: one place decides how a spec entry becomes an object name.
 
-Service names follow notes/local-stack.md (they are also the discovery keys locally):
-`<model>-v<version>`, `<pipeline>-<stage>`, `<pipeline>` (business API), and `<model>` (the host that
-Istio splits across versions). Istio reads the `app`/`version` labels for subsets and telemetry.
+Service names are also the discovery keys locally (services/discovery/__init__.py): `<model>-v<version>`
+(services/common/routing.py's `model_service`, the gateway's and the business API's rule), `<pipeline>-<stage>`,
+`<pipeline>` (business API), and `<model>` (the host that Istio splits across versions). Istio reads the
+`app`/`version` labels for subsets and telemetry.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Literal
 
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec
+from services.common.routing import model_service
 
 HTTP_PORT = 8000
 HTTP_PORT_NAME = "http"  # Istio picks the protocol from the `http` prefix
@@ -38,7 +40,7 @@ Component = Literal["model", "stage", "api"]
 
 
 def version_name(model: str, version: int) -> str:
-    return f"{model}-v{version}"
+    return model_service(model, version)
 
 
 def grpc_edge_service(model: str) -> str:

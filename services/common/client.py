@@ -40,16 +40,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar, Token
 from typing import Any, Protocol
 
 import orjson
 
-from mesh.spec import Resilience
 from services.common import http1, tracing
+from services.common.errors import HTTPError
 from services.common.quarantine import ResetMemory, fingerprint
-from services.common.upstream import EndpointLike, Host, HostPool
+from services.common.upstream import EndpointLike, Host, HostPool, OutlierPolicy
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,40 @@ DEPENDENCY_FAILED_HEADER = "x-meshserve-dependency-failed"
 
 _request_headers: ContextVar[Mapping[str, str] | None] = ContextVar("meshserve_request_headers", default=None)
 _injectors: list[Callable[[MutableMapping[str, str]], Any]] = []
+
+
+class RetryPolicy(Protocol):
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def per_try_timeout(self) -> float | None: ...
+    @property
+    def retry_on(self) -> Sequence[str]: ...
+    @property
+    def budget_percent(self) -> float: ...
+    @property
+    def min_retry_concurrency(self) -> int: ...
+
+
+class PoolLimits(Protocol):
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_pending_requests(self) -> int: ...
+
+
+class Resilience(Protocol):
+    """What the client reads of a resilience policy (mesh.spec.Resilience fits): the transport takes
+    numbers, not the spec's schema, so it runs without mesh.yaml."""
+
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def retries(self) -> RetryPolicy: ...
+    @property
+    def outlier_detection(self) -> OutlierPolicy: ...
+    @property
+    def connection_pool(self) -> PoolLimits: ...
 
 
 def bind_request_headers(incoming: Mapping[str, str]) -> Token:
@@ -77,7 +111,7 @@ def add_header_injector(inject: Callable[[MutableMapping[str, str]], Any]) -> No
 # --------------------------------------------------------------------------- errors
 
 
-class UpstreamError(Exception):
+class UpstreamError(HTTPError):
     """The upstream gave no answer to pass on; answer `status` (+ Retry-After when set) to the caller."""
 
     status = 503
@@ -85,7 +119,7 @@ class UpstreamError(Exception):
     retry_after: int | None = RETRY_AFTER_SECONDS
 
     def __init__(self, service: str, detail: str) -> None:
-        super().__init__(f"{service}: {detail}")
+        super().__init__(type(self).status, f"{service}: {detail}")
         self.service = service
 
 

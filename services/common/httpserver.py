@@ -35,6 +35,8 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from services.common.errors import error_body
+
 MAX_HEADER_BYTES_ENV = "MESHSERVE_HTTP_MAX_HEADER_BYTES"
 MAX_HEADERS_ENV = "MESHSERVE_HTTP_MAX_HEADERS"
 HEADER_TIMEOUT_ENV = "MESHSERVE_HTTP_HEADER_TIMEOUT"
@@ -71,7 +73,7 @@ class _Refused(Exception):
 
 
 def _response(status: int, reason: str, message: str) -> bytes:
-    body = f'{{"error": "{message}"}}'.encode()
+    body = error_body(message)
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

@@ -22,7 +22,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mesh.spec import OutlierDetection
+
+class OutlierPolicy(Protocol):
+    """What ejection reads (mesh.spec.OutlierDetection fits; the transport never needs the spec's schema)."""
+
+    @property
+    def consecutive_5xx_errors(self) -> int: ...
+    @property
+    def interval(self) -> float: ...
+    @property
+    def base_ejection_time(self) -> float: ...
+    @property
+    def max_ejection_percent(self) -> float: ...
 
 
 class EndpointLike(Protocol):
@@ -71,7 +82,7 @@ class HostPool:
 
     def __init__(
         self,
-        policy: OutlierDetection,
+        policy: OutlierPolicy,
         *,
         on_eject: HostCallback = _noop,
         on_readmit: HostCallback = _noop,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from services.modelserver.datatypes import V2_TO_NUMPY
+from services.common.datatypes import V2_TO_NUMPY
 
 
 def top1(body: bytes, header_length: str | None) -> np.ndarray:

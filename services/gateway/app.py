@@ -32,16 +32,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from mesh.spec import SpecError, load_spec
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
+from services.common.errors import error_body
+from services.common.routing import ModelRoute, RouteError
 from services.gateway import metrics, protocol
 from services.gateway.agreement import agreement, top1
 from services.gateway.headers import passed_back, upstream_headers
 from services.gateway.keyauth import Unauthorized, authenticate
-from services.gateway.policy import ModelRoute, PipelineRoute, Policy, RouteError, build_policy, split_model_path
+from services.gateway.policy import PipelineRoute, Policy, build_policy, split_model_path
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.reload import SETTLE_S, TRAFFIC_WINDOW_S, refusal
 
@@ -51,10 +51,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 UNMATCHED = "unmatched"  # the route label of paths that match no route (never the raw path)
 MAX_MIRRORS_IN_FLIGHT = 256
 _JSON = (b"content-type", b"application/json")
-
-
-def _error_body(key: str, message: str) -> bytes:
-    return orjson.dumps({key: message})
 
 
 class Gateway:
@@ -93,7 +89,7 @@ class Gateway:
             except Exception:
                 log.exception("gateway failure on %s %s", scope.get("method"), scope.get("path"))
                 with contextlib.suppress(Exception):
-                    await _respond(send, 502, [_JSON], _error_body("error", "bad gateway: internal gateway error"))
+                    await _respond(send, 502, [_JSON], error_body("bad gateway: internal gateway error"))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -227,7 +223,7 @@ class Gateway:
             response_headers = [_JSON, *extra, *chosen]
             if exc.retry_after:
                 response_headers.append((b"retry-after", str(exc.retry_after).encode()))
-            status, payload = exc.status, _error_body(error_key, str(exc))
+            status, payload = exc.status, error_body(exc.message, error_key)
             answered_version = str(version) if model_route is not None else ""
         finally:
             if mirror_future is not None and not mirror_future.done():
@@ -387,7 +383,7 @@ async def _refuse(
     send: Any, status: int, headers: list[tuple[bytes, bytes]], key: str, message: str, route: str, start: float
 ) -> None:
     """Answer a request the gateway itself refuses (no upstream was called) and count it."""
-    await _respond(send, status, [_JSON, *headers], _error_body(key, message))
+    await _respond(send, status, [_JSON, *headers], error_body(message, key))
     metrics.requests(route, "", "", str(status)).inc()
     metrics.duration(route, "").observe(time.perf_counter() - start)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import grpc
 
+from services.common.routing import ModelRoute, RouteError
 from services.gateway import metrics, protocol
-from services.gateway.policy import ModelRoute, RouteError
 
 log = logging.getLogger(__name__)
 

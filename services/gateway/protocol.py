@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import orjson
 
-from services.gateway.policy import ModelRoute, Policy
+from services.common.routing import ModelRoute
+from services.gateway.policy import Policy
 
 NAME = "meshserve-gateway"
 VERSION = "0.1.0"

@@ -12,10 +12,6 @@ from pathlib import Path
 
 from services.common.settings import RUN_DIR_HELP, SPEC_HELP
 
-# Modules that add processes to `meshserve up` (e.g. Prometheus, an OTel collector). Each defines
-# `processes(stack) -> list[services.local.plan.ProcessSpec]`; add one line here per module.
-EXTRA_PROCESS_MODULES: tuple[str, ...] = ("observability.prometheus", "observability.console")
-
 # sklearn digits image 0 (a "0"), on the 8-bit scale: the example request `up` prints.
 EXAMPLE_IMAGE = [
     [0, 0, 80, 208, 144, 16, 0, 0],
@@ -135,10 +131,9 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    import importlib
-
     from mesh.spec import SpecError
     from services.common.settings import SettingsError, resolve_spec
+    from services.local.observers import HOOKS
     from services.local.progress import Progress
     from services.local.supervisor import LocalStack, StackError, run_until_signalled
 
@@ -153,8 +148,8 @@ def run_up(args: argparse.Namespace) -> int:
     except (SpecError, SettingsError) as exc:
         print(f"meshserve up: {exc}", file=sys.stderr)
         return 2
-    for name in EXTRA_PROCESS_MODULES:
-        stack.add_processes(importlib.import_module(name).processes(stack))
+    for hook in HOOKS:  # Prometheus and the console (services/local/observers.py)
+        stack.add_processes(hook(stack))
     print(f"meshserve up: {stack.spec_path} -> {stack.run_dir}", file=sys.stderr, flush=True)
     stack.progress = progress = Progress(len(stack.processes))
     try:

@@ -35,9 +35,9 @@ import orjson
 from mesh.spec import MeshSpec, load_spec
 from services.common import settings
 from services.common.lifecycle import SUPERVISOR_PID_ENV
+from services.common.traffic import CLIENT, TRAFFIC_ENV
 from services.discovery import DISCOVERY_ENV, ENDPOINTS_FILE, RUN_DIR_ENV, Discovery, Endpoint, from_env
 from services.local.plan import ProcessSpec, plan_processes
-from services.pipeline.traffic import CLIENT, TRAFFIC_ENV
 
 log = logging.getLogger("meshserve.supervisor")
 
@@ -182,7 +182,7 @@ class LocalStack:
         env[settings.SPEC_ENV] = str(self.spec_path)
         env[settings.LOG_FORMAT_ENV] = "json"  # the children log to files: always JSON, whatever the shell says
         env[settings.EXIT_ON_LOAD_FAILURE_ENV] = "1"  # a model that cannot load stops `up` at once, with its error
-        env[TRAFFIC_ENV] = CLIENT  # no Istio locally: the business API splits (services/pipeline/traffic.py)
+        env[TRAFFIC_ENV] = CLIENT  # no Istio locally: the business API splits (services/common/traffic.py)
         if (REPO_ROOT / "pyproject.toml").is_file():  # a source checkout: children import this tree
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"

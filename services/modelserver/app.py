@@ -16,12 +16,13 @@ from collections.abc import AsyncIterator, Awaitable
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.compression import UnsupportedEncoding, decompress
+from services.common.errors import error_body
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
 from services.modelserver.codec import (
@@ -29,7 +30,6 @@ from services.modelserver.codec import (
     ProtocolError,
     decode_request,
     encode_response,
-    error_body,
     quoted,
     split_body,
 )
@@ -207,8 +207,8 @@ _INDEX_BODY = {
 }
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict | None = None) -> Response:
+    return Response(error_body(message), status, headers, media_type="application/json")
 
 
 def _version_metadata(serving: ServingVersion, versions: list[int]) -> dict:
@@ -260,15 +260,15 @@ def build_api(plane: DataPlane) -> FastAPI:
     setup_service(api, "modelserver")
 
     @api.exception_handler(ProtocolError)
-    async def _protocol_error(_: Request, exc: ProtocolError) -> JSONResponse:
+    async def _protocol_error(_: Request, exc: ProtocolError) -> Response:
         return _error(exc.status, exc.message, {k.decode(): v.decode() for k, v in exc.headers})
 
     @api.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         return _error(400, f"invalid request: {exc.errors()}")
 
     @api.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
         return _error(exc.status_code, str(exc.detail))
 
     @api.get("/v2")

@@ -15,21 +15,20 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
+from services.common.errors import HTTPError
 from services.modelserver import jsonload
-from services.modelserver.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
 from services.modelserver.signature import Signature
 
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _LEN = struct.Struct("<I")
 
 
-class ProtocolError(Exception):
-    """A request the server refuses; `status` is the HTTP status, the message goes to the client."""
+class ProtocolError(HTTPError):
+    """A request the server refuses; `headers` go with the answer (e.g. retry-after)."""
 
     def __init__(self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message)
         self.headers = headers
 
     def __reduce__(self) -> tuple:  # travels back from the decoder process intact
@@ -446,7 +445,3 @@ def encode_response(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})

@@ -1,6 +1,6 @@
 """config.yaml of one model (Triton's names, YAML, snake_case): parsed once per load, never per request.
 
-The contract lives in notes/model-repository.md; pydantic rejects unknown keys so a typo in a config
+The contract is described in services/modelserver/README.md; pydantic rejects unknown keys so a typo in a config
 is a load failure with a message, not a silently ignored knob.
 """
 
@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from services.modelserver.datatypes import V2_TO_NUMPY
+from services.common.datatypes import V2_TO_NUMPY
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.onnx"

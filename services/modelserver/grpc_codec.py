@@ -14,8 +14,8 @@ from types import ModuleType
 
 import numpy as np
 
+from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
 from services.modelserver.codec import InferRequest, ProtocolError, _strings_from_binary, bad
-from services.modelserver.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
 from services.modelserver.repository import ServingVersion
 from services.modelserver.signature import Signature
 

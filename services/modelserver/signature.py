@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.datatypes import ORT_TO_V2
 from services.modelserver.config import ModelConfig, TensorSpec
-from services.modelserver.datatypes import ORT_TO_V2
 
 
 @dataclass(frozen=True, slots=True)

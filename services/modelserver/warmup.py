@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from services.common.datatypes import V2_TO_NUMPY
 from services.modelserver.config import ModelConfig, ModelWarmup
-from services.modelserver.datatypes import V2_TO_NUMPY
 from services.modelserver.runtime import Runtime
 from services.modelserver.signature import Signature
 

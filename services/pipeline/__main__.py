@@ -13,9 +13,9 @@ from services.common.settings import SPEC_HELP, SettingsError, resolve_spec
 def build(spec_path: Path, spec: MeshSpec, service: str):
     """The app for `service`: a pipeline's business API, or one of its stages."""
     if service in spec.pipelines:
+        from services.common.traffic import TrafficSettings
         from services.discovery import from_env
         from services.pipeline.business import build_app
-        from services.pipeline.traffic import TrafficSettings
 
         try:
             traffic = TrafficSettings.from_env()

@@ -4,8 +4,8 @@ POST <route> (e.g. /v1/digits:classify): an image in (whatever image-preprocess 
 {"label", "score", "top_k", "model_version"} with headers x-request-id and x-model-version. It runs the
 stages in the spec's order, each through the ONE shared client (services.common.client: pooled
 connections, retries, outlier ejection, x-request-id/traceparent propagation). Who picks the model
-version is services.pipeline.traffic's one setting: locally the business API, by the gateway's own rule
-(services.gateway.policy.ModelRoute.resolve: the override header, else the weighted split), so the
+version is services.common.traffic's one setting: locally the business API, by the rule the gateway uses
+(services.common.routing.ModelRoute.resolve: the override header, else the weighted split), so the
 split exists once; on Kubernetes Istio, with the business API calling the model's plain Service and
 reading the version from the answer. The spec is re-read when mesh.yaml changes.
 
@@ -33,13 +33,14 @@ from starlette.responses import Response
 
 from mesh.spec import MeshSpec, Pipeline, Resilience, SpecError, load_spec, parse_version
 from services.common.client import DEPENDENCY_FAILED_HEADER, Client, Reply, UpstreamError, bind_request_headers
+from services.common.errors import HTTPError, error_body
 from services.common.files import file_identity
+from services.common.routing import ModelRoute, RouteError, build_model_route
+from services.common.traffic import TrafficSettings, single_try
 from services.discovery import Discovery
-from services.gateway.policy import ModelRoute, RouteError, build_model_route
 from services.pipeline.service import JSON, BadRequest, create_app, error_response, read_body
 from services.pipeline.shadow import Shadow
 from services.pipeline.tensors import OCTET, SHAPE_HEADER, from_raw, shape_header, v2_infer_request, v2_output
-from services.pipeline.traffic import TrafficSettings, single_try
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +118,13 @@ class LiveSpec:
         return self.plan
 
 
-class StageFailed(Exception):
+class StageFailed(HTTPError):
     """A hop answered with an error: `status` and {"error"} for the caller; `stage` names the service
     that failed when it is a dependency's failure (a 5xx), empty when the caller's input was refused."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, stage: str = "") -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers, self.stage = status, message, headers or {}, stage
+        super().__init__(status, message)
+        self.headers, self.stage = headers or {}, stage
 
 
 def _error_text(reply: Reply) -> str:
@@ -227,12 +228,13 @@ class PipelineRunner:
 def dependency_failed(status: int, message: str, stage: str, headers: dict[str, str]) -> Response:
     """A stage (or the model) failed, not this service: 502/503/504 naming it in the body and in
     x-meshserve-dependency-failed, so the gateway does not eject this host for it (services.common.client)."""
-    body = orjson.dumps({"error": message, "stage": stage})
-    return Response(body, status, {**headers, DEPENDENCY_FAILED_HEADER: stage}, media_type=JSON)
+    return Response(
+        error_body(message, stage=stage), status, {**headers, DEPENDENCY_FAILED_HEADER: stage}, media_type=JSON
+    )
 
 
 def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: TrafficSettings | None = None):
-    """`traffic` defaults to the environment's setting (services.pipeline.traffic), read here once."""
+    """`traffic` defaults to the environment's setting (services.common.traffic), read here once."""
     traffic = TrafficSettings.from_env() if traffic is None else traffic
     live = LiveSpec(spec_path, name, traffic)
     state: dict[str, PipelineRunner] = {}

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.common.errors import HTTPError, error_body
 from services.common.httpserver import DrainingServer
 from services.common.httpserver import config as http_config
 from services.common.telemetry import setup_service
@@ -25,13 +26,8 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-class BadRequest(Exception):
+class BadRequest(HTTPError):
     """Input the service refuses: answered as `status` with {"error": message}."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def json_response(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -39,7 +35,7 @@ def json_response(payload: object, status: int = 200, headers: dict[str, str] | 
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": message}, status, headers)
+    return Response(error_body(message), status, headers, media_type=JSON)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

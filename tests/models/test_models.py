@@ -16,8 +16,8 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from services.common.datatypes import ORT_TO_V2
 from services.modelserver.config import load_config
-from services.modelserver.datatypes import ORT_TO_V2
 from services.modelserver.signature import build_signature
 
 REPO = Path(__file__).resolve().parents[2]

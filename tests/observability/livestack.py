@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from loadtests import payloads
-from observability.prometheus import find_binary, processes
+from observability.prometheus import find_binary
+from services.local.observers import prometheus_processes
 from services.local.supervisor import LocalStack, free_port
 
 T = TypeVar("T")
@@ -50,7 +51,7 @@ def observed_stack(
     extra: Sequence[Callable[[LocalStack], list]] = (),
 ) -> Iterator[LocalStack]:
     """The real stack + Prometheus scraping it every second + spans appended to run_dir/spans.jsonl;
-    `extra` hooks add processes as `up`'s EXTRA_PROCESS_MODULES do (e.g. the console)."""
+    `extra` hooks add processes as `up`'s hooks do (services/local/observers.py) (e.g. the console)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(
         spec_path,
@@ -67,7 +68,7 @@ def observed_stack(
         grace=5,
     )
     if prometheus:
-        stack.add_processes(processes(stack))
+        stack.add_processes(prometheus_processes(stack))
     for hook in extra:
         stack.add_processes(hook(stack))
     with stack:

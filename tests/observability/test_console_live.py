@@ -12,8 +12,8 @@ import pytest
 
 from mesh.canary import apply_to_file
 from mesh.canary_analysis import set_mirror
-from observability.console import processes as console_processes
 from observability.console.panels import PICKS
+from services.local.observers import console_processes
 from services.local.supervisor import LocalStack
 from tests.observability.livestack import (
     REPO,

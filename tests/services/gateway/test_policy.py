@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from mesh.spec import validate_spec
+from services.common.routing import RouteError
 from services.gateway.agreement import agreement, top1
-from services.gateway.policy import RouteError, build_policy, split_model_path
+from services.gateway.policy import build_policy, split_model_path
 from services.gateway.ratelimit import RateLimiter
 from tests.services.gateway.stack import MODELS, base_spec
 

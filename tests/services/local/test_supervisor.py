@@ -12,10 +12,10 @@ import httpx
 import orjson
 import pytest
 
+from services.common.traffic import CLIENT, MESH, TRAFFIC_ENV, TrafficSettings
 from services.local.plan import ProcessSpec
 from services.local.status import pid_alive
 from services.local.supervisor import REPO_ROOT, LocalStack, StackError, backoff, free_port
-from services.pipeline.traffic import CLIENT, MESH, TRAFFIC_ENV, TrafficSettings
 
 from .conftest import until
 

@@ -26,9 +26,9 @@ from PIL import Image
 from mesh.compile import k8s
 from mesh.compile.settings import Environment
 from mesh.spec import DEFAULT_SPEC_PATH, load_spec, validate_spec
+from services.common.routing import build_model_route
+from services.common.traffic import CLIENT, MESH, TRAFFIC_ENV
 from services.discovery import DISCOVERY_ENV
-from services.gateway.policy import build_model_route
-from services.pipeline.traffic import CLIENT, MESH, TRAFFIC_ENV
 from tests.services.gateway.stack import Proc, _spawn, _wait_ready, start_model_server, wait_model_server
 from tests.services.modelserver.serverproc import free_port
 

@@ -1,4 +1,4 @@
-"""services/pipeline/traffic.py: the mode setting, the single-try policy behind a sidecar, and the contract
+"""services/common/traffic.py: the mode setting, the single-try policy behind a sidecar, and the contract
 with the Kubernetes compiler (the env it writes selects mesh mode; Istio, not the client, retries; the
 header the business API forwards is one the VirtualService matches)."""
 
@@ -14,9 +14,9 @@ from mesh.compile.names import workloads
 from mesh.compile.settings import Environment, Platform
 from mesh.spec import load_spec, validate_spec
 from services.common.client import NoEvents, Upstream
-from services.gateway.policy import RouteError
+from services.common.routing import RouteError
+from services.common.traffic import CLIENT, MESH, TrafficSettings, single_try
 from services.pipeline.business import choose_model_call, make_plan
-from services.pipeline.traffic import CLIENT, MESH, TrafficSettings, single_try
 
 SPEC = load_spec()
 POD_SPEC = validate_spec(k8s.pod_spec_document(SPEC))

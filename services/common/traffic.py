@@ -3,7 +3,7 @@
 One setting, read once at start-up from the environment (`TrafficSettings.from_env()`):
 
 `MESHSERVE_TRAFFIC=client` (the default; the local stack, which has no Istio): the business API picks
-the version with the gateway's rule (services.gateway.policy: the override header, else the spec's
+the version with the shared rule (services/common/routing.py: the override header, else the spec's
 weights), calls `<model>-v<N>` at /v2/models/<model>/versions/<N>/infer, and the shared client
 retries and ejects outliers by the spec's resilience policy.
 

@@ -1,0 +1,25 @@
+"""One error type and one error body for every service.
+
+Each service's refusals (the model server's ProtocolError, the pipeline's BadRequest and StageFailed,
+the version choice's RouteError, the client's UpstreamError) are an `HTTPError`: a status and a message
+for the caller. Every answer for one is `error_body`: `{"error": message}` (Triton's and KServe's
+shape; Kong's routes say `message` instead), with extra fields where a service names more (`stage`).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class HTTPError(Exception):
+    """A request refused or not served: `status` is the HTTP status, `message` goes to the caller."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_body(message: str, key: str = "error", **extra: str) -> bytes:
+    """The JSON body of an error answer."""
+    return orjson.dumps({key: message, **extra})
