@@ -177,12 +177,15 @@ def _release(args: argparse.Namespace) -> int:
             ),
             agreement=args.agreement,
             apply=args.apply,
+            apply_timeout_s=parse_duration(args.apply_timeout),
         )
     except NotDeployed as exc:
         return _fail("release", str(exc))
     except (canary.CanaryError, SpecError, ValueError, canary_analysis.ApplyError) as exc:
         return _fail("release", str(exc))
-    out = args.report or Path("runs") / f"release-{args.name}-v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from services.common.settings import runs_root
+
+    out = args.report or runs_root() / f"release-{args.name}-v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
     json_path, md_path = write_report(report, Path(out))
     print(f"release report: {json_path} and {md_path}")
     return {"promoted": 0, "rolled back": EXIT_REFUSED}.get(report.decision, 3)
@@ -240,44 +243,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _canary_options(parser: argparse.ArgumentParser) -> None:
-    from mesh.canary_analysis import AGREEMENT_MODES, Thresholds
-    from mesh.spec import format_duration
+    from mesh.canary_analysis import add_analysis_options
 
-    limits = Thresholds()
-    parser.add_argument("--steps", default="5,25,50,100", help="canary weights in order (default 5,25,50,100)")
-    parser.add_argument("--hold", default="30s", help="time judged at each step (default 30s)")
-    parser.add_argument("--prometheus", default=None, help="Prometheus URL (default: the local stack's)")
-    parser.add_argument("--scrape-interval", default=None, help="Prometheus's scrape interval (default 5s locally)")
-    parser.add_argument("--apply", default=None, metavar="CMD", help="run after every spec edit on a cluster")
+    add_analysis_options(parser)  # the same steps, Prometheus and thresholds as `canary advance`
     parser.add_argument(
-        "--agreement",
-        choices=AGREEMENT_MODES,
-        default="required",
-        help="skip: judge no agreement (no comparer)",
-    )
-    parser.add_argument(
-        "--max-error-increase",
-        type=float,
-        default=limits.max_error_increase,
-        help="canary minus stable error rate, at most",
-    )
-    parser.add_argument(
-        "--max-latency-ratio", type=float, default=limits.max_latency_ratio, help="canary p95 over stable's, at most"
-    )
-    parser.add_argument(
-        "--latency-slack", default=format_duration(limits.latency_slack_s), help="p95 difference always tolerated"
-    )
-    parser.add_argument(
-        "--min-agreement", type=float, default=limits.min_agreement, help="top-1 agreement with stable, at least"
-    )
-    parser.add_argument(
-        "--min-requests", type=int, default=limits.min_requests, help="canary requests a step needs to be judged"
-    )
-    parser.add_argument(
-        "--min-compared", type=int, default=limits.min_compared, help="mirrored comparisons a step needs"
-    )
-    parser.add_argument(
-        "--report", type=Path, default=None, help="report folder (default runs/release-<model>-v<N>-<time>)"
+        "--report",
+        type=Path,
+        default=None,
+        help="report folder (default: the project's runs/release-<model>-v<N>-<time>)",
     )
 
 

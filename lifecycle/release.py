@@ -55,7 +55,14 @@ def add_version(doc: Any, model: str, version: int) -> Any:
     return new
 
 
-def ensure_in_spec(spec_path: Path, model: str, version: int, apply: str | None, log: Callable[[str], None]) -> bool:
+def ensure_in_spec(
+    spec_path: Path,
+    model: str,
+    version: int,
+    apply: str | None,
+    log: Callable[[str], None],
+    apply_timeout_s: float = 600.0,
+) -> bool:
     """Add the version to the spec if missing; True if it was added."""
     from mesh.spec import read_yaml
 
@@ -64,7 +71,7 @@ def ensure_in_spec(spec_path: Path, model: str, version: int, apply: str | None,
     diff = canary.apply_to_file(spec_path, lambda d: add_version(d, model, version))
     log(diff.rstrip())
     if apply:
-        canary_analysis.run_apply(apply, spec_path, log, 600.0)
+        canary_analysis.run_apply(apply, spec_path, log, apply_timeout_s)
     else:
         raise NotDeployed(
             f"{model} v{version} was added to {spec_path} with one replica and weight 0; the local stack starts "
@@ -112,7 +119,7 @@ def release(
     if published["gates_overridden"]:
         log(f"warning: {model} v{version} was published with failed gates (overridden); the canary judges it now")
     check_no_other_canary(spec_path, model, version)
-    ensure_in_spec(spec_path, model, version, apply, log)
+    ensure_in_spec(spec_path, model, version, apply, log, advance_options.get("apply_timeout_s", 600.0))
     report = canary_analysis.advance(
         spec_path,
         model,

@@ -561,17 +561,9 @@ def _run(args: argparse.Namespace) -> int:
     return {"promoted": 0, "rolled back": 1}.get(report.outcome, 3)
 
 
-def register_canary(ops: argparse._SubParsersAction) -> None:
+def add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    """The steps, Prometheus and thresholds of an analysis: `canary advance` and `model release` share them."""
     limits = Thresholds()
-    parser = ops.add_parser(
-        "advance",
-        help="shift traffic to a canary step by step, judge it in Prometheus, promote or roll back",
-        description=__doc__.splitlines()[0],
-        epilog="exit status: 0 promoted, 1 rolled back, 2 refused (bad arguments), 3 rolled back in the spec "
-        "but --apply failed to apply the rollback",
-    )
-    parser.add_argument("model", help="a model of the spec, e.g. digits")
-    parser.add_argument("version", help="the canary version, e.g. v2")
     parser.add_argument("--steps", default="5,25,50,100", help="canary weights in order (default 5,25,50,100)")
     parser.add_argument(
         "--hold", default="30s", help="time judged at each step (at least 4 scrape intervals are; default 30s)"
@@ -624,6 +616,19 @@ def register_canary(ops: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--min-compared", type=int, default=limits.min_compared, help="mirrored comparisons a window needs"
     )
+
+
+def register_canary(ops: argparse._SubParsersAction) -> None:
+    parser = ops.add_parser(
+        "advance",
+        help="shift traffic to a canary step by step, judge it in Prometheus, promote or roll back",
+        description=__doc__.splitlines()[0],
+        epilog="exit status: 0 promoted, 1 rolled back, 2 refused (bad arguments), 3 rolled back in the spec "
+        "but --apply failed to apply the rollback",
+    )
+    parser.add_argument("model", help="a model of the spec, e.g. digits")
+    parser.add_argument("version", help="the canary version, e.g. v2")
+    add_analysis_options(parser)
     parser.add_argument(
         "--report",
         type=Path,
