@@ -537,14 +537,7 @@ def _run(args: argparse.Namespace) -> int:
             hold_s=parse_duration(args.hold),
             scrape_interval_s=parse_duration(args.scrape_interval or default_scrape_interval()),
             prometheus=prometheus,
-            limits=Thresholds(
-                max_error_increase=args.max_error_increase,
-                max_latency_ratio=args.max_latency_ratio,
-                latency_slack_s=parse_duration(args.latency_slack),
-                min_agreement=args.min_agreement,
-                min_requests=args.min_requests,
-                min_compared=args.min_compared,
-            ),
+            limits=thresholds_from(args),
             agreement=args.agreement,
             apply=args.apply,
             apply_timeout_s=parse_duration(args.apply_timeout),
@@ -559,6 +552,20 @@ def _run(args: argparse.Namespace) -> int:
     if report.failure:
         print(f"meshserve canary advance: {report.outcome}: {report.failure}", file=sys.stderr)
     return {"promoted": 0, "rolled back": 1}.get(report.outcome, 3)
+
+
+def thresholds_from(args: argparse.Namespace) -> Thresholds:
+    """The thresholds `add_analysis_options` parsed."""
+    from mesh.spec import parse_duration
+
+    return Thresholds(
+        max_error_increase=args.max_error_increase,
+        max_latency_ratio=args.max_latency_ratio,
+        latency_slack_s=parse_duration(args.latency_slack),
+        min_agreement=args.min_agreement,
+        min_requests=args.min_requests,
+        min_compared=args.min_compared,
+    )
 
 
 def add_analysis_options(parser: argparse.ArgumentParser) -> None:

@@ -242,14 +242,16 @@ def _strings_from_binary(name: str, raw: memoryview, count: int) -> np.ndarray:
     return _object_array(items)
 
 
-def _from_binary(name: str, datatype: str, raw: memoryview, count: int) -> np.ndarray:
+def _from_binary(
+    name: str, datatype: str, raw: memoryview, count: int, size_field: str = "binary_data_size is"
+) -> np.ndarray:
+    """Raw tensor bytes (REST's binary extension, gRPC's raw contents) as an array, without a copy."""
     if datatype == "BYTES":
         return _strings_from_binary(name, raw, count)
     dtype = V2_TO_NUMPY[datatype]
     if len(raw) != count * dtype.itemsize:
         raise bad(
-            f"input {name!r}: binary_data_size is {len(raw)} bytes, {count} {datatype} elements need "
-            f"{count * dtype.itemsize}"
+            f"input {name!r}: {size_field} {len(raw)} bytes, {count} {datatype} elements need {count * dtype.itemsize}"
         )
     return np.frombuffer(raw, dtype=dtype, count=count)
 

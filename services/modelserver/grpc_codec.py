@@ -15,7 +15,7 @@ from types import ModuleType
 import numpy as np
 
 from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
-from services.modelserver.codec import InferRequest, ProtocolError, _strings_from_binary, bad
+from services.modelserver.codec import InferRequest, ProtocolError, _from_binary, bad
 from services.modelserver.repository import ServingVersion
 from services.modelserver.signature import Signature
 
@@ -62,15 +62,7 @@ def _shape(name: str, dims: object, expected: tuple[int, ...], max_batch: int) -
 
 
 def _from_raw(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray:
-    if datatype == "BYTES":
-        return _strings_from_binary(name, memoryview(raw), count)
-    dtype = V2_TO_NUMPY[datatype]
-    if len(raw) != count * dtype.itemsize:
-        raise bad(
-            f"input {name!r}: raw_input_contents has {len(raw)} bytes, {count} {datatype} elements need "
-            f"{count * dtype.itemsize}"
-        )
-    return np.frombuffer(raw, dtype=dtype, count=count)
+    return _from_binary(name, datatype, memoryview(raw), count, "raw_input_contents has")
 
 
 def _from_contents(name: str, datatype: str, contents: object, count: int) -> np.ndarray:
