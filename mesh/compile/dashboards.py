@@ -1,25 +1,25 @@
-"""Writes the Grafana dashboards under observability/dashboards/ (`python -m observability.build_dashboards`).
+"""The Grafana dashboards, derived from the spec: `build(spec)` gives the JSON models of every dashboard.
 
-The JSON files are the artefacts Grafana (and the infra ConfigMaps) load; they are built with Grafana's
-own typed builders (grafana-foundation-sdk, pinned in pyproject.toml), so a panel is a few lines here and
-the JSON follows Grafana's schema. The same models feed the local console (observability/console/), which
-draws their panels live from the local Prometheus: one source, two renderers. A test checks the files are
-current; `build(spec)` gives the models of any spec (the canary dashboard opens on its stable and canary).
-Queries use template variables ($model, $version, $stable, $canary, $route) and
-`$__rate_interval`; `observability.dashboards.panel_queries` substitutes them for tests.
+They are built with Grafana's own typed builders (grafana-foundation-sdk, pinned in pyproject.toml), so a
+panel is a few lines here and the JSON follows Grafana's schema. The same models are compiled into
+Grafana sidecar ConfigMaps (mesh/compile/monitoring.py), written as the files under
+observability/dashboards/ (`python -m observability.build_dashboards`; a test checks they are current)
+and drawn live by the local console (observability/console/): one source, three consumers. The canary
+dashboard opens on the spec's stable and canary. Queries use template variables ($model, $version,
+$stable, $canary, $route) and `$__rate_interval`; `observability.dashboards.panel_queries` substitutes
+them for tests.
 
 The service overview and canary comparison read the serving workloads' metrics through
-observability/queries.py (the alerts' own SLI queries), so they show data on the local stack and
-on a cluster alike; its routes come from mesh/mesh.yaml. The gateway dashboard is the local
-stack's embedded gateway only; on a cluster the cluster-edge dashboard (Istio's standard metrics)
-and Kong's own dashboard cover the edge.
+mesh/compile/promql.py (the alerts' own SLI queries) and the alerts' recording rules, so they show data
+on the local stack and on a cluster alike; its routes come from the spec. The gateway dashboard is the
+local stack's embedded gateway only; on a cluster the cluster-edge dashboard (Istio's standard metrics)
+and Kong's own dashboard cover the edge. Metric names come from services/common/metric_names.py.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import common as gc
@@ -30,22 +30,16 @@ from grafana_foundation_sdk.models import common as gcm
 from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from mesh.spec import MeshSpec, load_spec
-from observability import queries
+from mesh.compile import promql
+from mesh.compile.alerts import ERROR_RATIO, SLOW_RATIO
+from mesh.spec import MeshSpec
+from services.common import metric_names as names
 
-DASHBOARD_DIR = Path(__file__).with_name("dashboards")
 RI = "$__rate_interval"
 DATASOURCE = gm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Grafana 10.0 knows schema 38, 10.4 and 11 write 39; older schemas are migrated on import, newer ones are
 # not understood by older Grafanas. The SDK (pinned in pyproject.toml) writes the one below.
 SCHEMA_VERSION_RANGE = (36, 39)
-
-GW_REQ = "meshserve_gateway_requests_total"
-GW_DUR = "meshserve_gateway_request_duration_seconds"
-HTTP_REQ = "meshserve_http_requests_total"
-HTTP_DUR = "meshserve_http_request_duration_seconds"
-INF = "meshserve_inference"
-WEIGHT = "meshserve_pipeline_traffic_weight_ratio"
 
 Target = tuple[str, str]  # (PromQL, legend format)
 
@@ -145,44 +139,44 @@ def canary_pair(spec: MeshSpec) -> tuple[str, int, int]:
     return name, only, only
 
 
-def _routes(spec: MeshSpec) -> list[queries.RouteSLI]:
+def _routes(spec: MeshSpec) -> list[promql.RouteSLI]:
     """Every route users call: each pipeline's, then each model's direct infer route."""
     routes = [p.route for p in spec.pipelines.values()] + [f"/v2/models/{m}/infer" for m in spec.models]
-    return [queries.route_sli(spec, route) for route in routes]
+    return [promql.route_sli(spec, route) for route in routes]
 
 
 def _by_route(spec: MeshSpec, build) -> str:
-    """One series per route, each from its own workload (queries.route_sli), labelled `route`, kept when
+    """One series per route, each from its own workload (promql.route_sli), labelled `route`, kept when
     the route matches the `$route` variable. The routes come from the spec (each reads a different
     workload's series), the choice among them from the variable: label_replace marks the matching series
     `shown="1"` (it leaves the others alone) and `and on(shown)` keeps only those."""
-    parts = [f'label_replace({build(sli)}, "route", {queries.quote(sli.route)}, "", "")' for sli in _routes(spec)]
+    parts = [f'label_replace({build(sli)}, "route", {promql.quote(sli.route)}, "", "")' for sli in _routes(spec)]
     marked = f'label_replace({" or ".join(parts)}, "shown", "1", "route", "$route")'
     return f'{marked} and on(shown) label_replace(vector(1), "shown", "1", "", "")'
 
 
 def service_overview(spec: MeshSpec) -> dict:
-    http_total = f"rate({HTTP_REQ}[{RI}])"
-    http_errors = f'rate({HTTP_REQ}{{code=~"5.."}}[{RI}])'
+    http_total = f"rate({names.HTTP_REQUESTS}[{RI}])"
+    http_errors = f'rate({names.HTTP_REQUESTS}{{code=~"5.."}}[{RI}])'
     return _dashboard(
         "meshserve-overview",
         "meshserve / service overview",
         [
             _panel(
                 "Throughput by route",
-                [(_by_route(spec, lambda sli: queries.route_request_rate(sli, RI)), "{{route}}")],
+                [(_by_route(spec, lambda sli: promql.route_request_rate(sli, RI)), "{{route}}")],
                 "reqps",
             ),
             _panel(
                 "Error rate (failed share) by route",
-                [(_by_route(spec, lambda sli: queries.route_error_ratio(sli, RI)), "{{route}}")],
+                [(_by_route(spec, lambda sli: promql.route_error_ratio(sli, RI)), "{{route}}")],
                 "percentunit",
             ),
             _panel(
                 "Latency by route (p50 / p95 / p99)",
                 [
                     (
-                        _by_route(spec, lambda sli, q=q: queries.route_latency_quantile(sli, q, RI)),
+                        _by_route(spec, lambda sli, q=q: promql.route_latency_quantile(sli, q, RI)),
                         f"{{{{route}}}} p{int(q * 100)}",
                     )
                     for q in (0.5, 0.95, 0.99)
@@ -197,25 +191,28 @@ def service_overview(spec: MeshSpec) -> dict:
             ),
             _panel(
                 "Latency by service (p95 / p99)",
-                [(_quantile(q, HTTP_DUR, "", "service"), f"{{{{service}}}} p{int(q * 100)}") for q in (0.95, 0.99)],
+                [
+                    (_quantile(q, names.HTTP_DURATION, "", "service"), f"{{{{service}}}} p{int(q * 100)}")
+                    for q in (0.95, 0.99)
+                ],
                 "s",
             ),
             _panel("Targets up by service", [("sum by (service) (up)", "{{service}}")]),
             _panel(
                 "SLO: failed share (5m and 1h windows of the burn-rate alerts)",
-                [(f'meshserve:slo_error_ratio:rate{w}{{route=~"$route"}}', f"{{{{route}}}} {w}") for w in ("5m", "1h")],
+                [(f'{ERROR_RATIO}:rate{w}{{route=~"$route"}}', f"{{{{route}}}} {w}") for w in ("5m", "1h")],
                 "percentunit",
             ),
             _panel(
                 "SLO: share slower than the p95 / p99 bound (5m)",
-                [('meshserve:slo_slow_ratio:rate5m{route=~"$route"}', "{{route}} over the p{{quantile}} bound")],
+                [(f'{SLOW_RATIO}:rate5m{{route=~"$route"}}', "{{route}} over the p{{quantile}} bound")],
                 "percentunit",
             ),
         ],
         [
             _variable(
                 "route",
-                "label_values(meshserve:slo_error_ratio:rate5m, route)",
+                f"label_values({ERROR_RATIO}:rate5m, route)",
                 multi=True,
                 include_all=True,
                 default="$__all",
@@ -236,7 +233,7 @@ def model_serving(spec: MeshSpec) -> dict:
                 "Requests by version and outcome",
                 [
                     (
-                        f"sum by (version, outcome) (rate({INF}_requests_total{{{sel}}}[{RI}]))",
+                        f"sum by (version, outcome) (rate({names.INFERENCE_REQUESTS}{{{sel}}}[{RI}]))",
                         "v{{version}} {{outcome}}",
                     )
                 ],
@@ -245,8 +242,8 @@ def model_serving(spec: MeshSpec) -> dict:
             _panel(
                 "Queue time vs compute time (p95)",
                 [
-                    (_quantile(0.95, f"{INF}_queue_duration_seconds", sel, "version"), "v{{version}} queue"),
-                    (_quantile(0.95, f"{INF}_compute_duration_seconds", sel, "version"), "v{{version}} compute"),
+                    (_quantile(0.95, names.INFERENCE_QUEUE_DURATION, sel, "version"), "v{{version}} queue"),
+                    (_quantile(0.95, names.INFERENCE_COMPUTE_DURATION, sel, "version"), "v{{version}} compute"),
                 ],
                 "s",
             ),
@@ -254,7 +251,7 @@ def model_serving(spec: MeshSpec) -> dict:
                 "Request latency (p50 / p95 / p99)",
                 [
                     (
-                        _quantile(q, f"{INF}_request_duration_seconds", sel, "version"),
+                        _quantile(q, names.INFERENCE_DURATION, sel, "version"),
                         f"v{{{{version}}}} p{int(q * 100)}",
                     )
                     for q in (0.5, 0.95, 0.99)
@@ -263,12 +260,12 @@ def model_serving(spec: MeshSpec) -> dict:
             ),
             _panel(
                 "Batch size distribution",
-                [(f"sum by (le) (increase({INF}_batch_size_bucket{{{sel}}}[{RI}]))", "{{le}}")],
+                [(f"sum by (le) (increase({names.INFERENCE_BATCH_SIZE}_bucket{{{sel}}}[{RI}]))", "{{le}}")],
                 kind="heatmap",
             ),
             _panel(
                 "Request latency distribution",
-                [(f"sum by (le) (increase({INF}_request_duration_seconds_bucket{{{sel}}}[{RI}]))", "{{le}}")],
+                [(f"sum by (le) (increase({names.INFERENCE_DURATION}_bucket{{{sel}}}[{RI}]))", "{{le}}")],
                 "s",
                 kind="heatmap",
             ),
@@ -276,8 +273,8 @@ def model_serving(spec: MeshSpec) -> dict:
                 "Mean batch size (inferences / executions)",
                 [
                     (
-                        f"sum by (version) (rate({INF}_count_total{{{sel}}}[{RI}]))"
-                        f" / sum by (version) (rate({INF}_exec_count_total{{{sel}}}[{RI}]))",
+                        f"sum by (version) (rate({names.INFERENCE_COUNT}{{{sel}}}[{RI}]))"
+                        f" / sum by (version) (rate({names.INFERENCE_EXEC_COUNT}{{{sel}}}[{RI}]))",
                         "v{{version}}",
                     )
                 ],
@@ -285,20 +282,20 @@ def model_serving(spec: MeshSpec) -> dict:
             _panel(
                 "In flight and queued",
                 [
-                    (f"sum by (version) ({INF}_in_flight{{{sel}}})", "v{{version}} in flight"),
-                    (f"sum by (version) ({INF}_queue_depth{{{sel}}})", "v{{version}} queued"),
+                    (f"sum by (version) ({names.INFERENCE_IN_FLIGHT}{{{sel}}})", "v{{version}} in flight"),
+                    (f"sum by (version) ({names.INFERENCE_QUEUE_DEPTH}{{{sel}}})", "v{{version}} queued"),
                 ],
             ),
             _panel(
                 "Model state",
-                [(f"sum by (version, state) (meshserve_model_state{{{sel}}} == 1)", "v{{version}} {{state}}")],
+                [(f"sum by (version, state) ({names.MODEL_STATE}{{{sel}}} == 1)", "v{{version}} {{state}}")],
                 kind="state-timeline",
             ),
             _panel(
                 "Execution providers in use (a GPU version showing only CPU computes on the CPU)",
                 [
                     (
-                        f"sum by (version, provider) (meshserve_model_execution_provider{{{sel}}})",
+                        f"sum by (version, provider) ({names.MODEL_EXECUTION_PROVIDER}{{{sel}}})",
                         "v{{version}} {{provider}}",
                     )
                 ],
@@ -306,10 +303,10 @@ def model_serving(spec: MeshSpec) -> dict:
             ),
         ],
         [
-            _variable("model", f"label_values({INF}_requests_total, model)", default=next(iter(spec.models))),
+            _variable("model", f"label_values({names.INFERENCE_REQUESTS}, model)", default=next(iter(spec.models))),
             _variable(
                 "version",
-                f'label_values({INF}_requests_total{{model="$model"}}, version)',
+                f'label_values({names.INFERENCE_REQUESTS}{{model="$model"}}, version)',
                 multi=True,
                 include_all=True,
                 default="$__all",
@@ -330,9 +327,9 @@ def canary_comparison(spec: MeshSpec) -> dict:
         return [(build(v), f"{v} v${v}") for v in ("stable", "canary")]
 
     def err(v: str) -> str:  # the figure canary analysis gates on (mesh/canary_analysis.py)
-        return queries.version_error_ratio("$model", f"${v}", RI)
+        return promql.version_error_ratio("$model", f"${v}", RI)
 
-    mirror = queries.mirror_pair("$model", "$stable", "$canary")
+    mirror = promql.mirror_pair("$model", "$stable", "$canary")
     return _dashboard(
         "meshserve-canary",
         "meshserve / canary comparison",
@@ -342,20 +339,23 @@ def canary_comparison(spec: MeshSpec) -> dict:
                 [
                     *both(
                         lambda v: (
-                            f"sum(rate({INF}_requests_total{{{sel(v)}}}[{RI}]))"
-                            f' / scalar(sum(rate({INF}_requests_total{{model="$model"}}[{RI}])))'
+                            f"sum(rate({names.INFERENCE_REQUESTS}{{{sel(v)}}}[{RI}]))"
+                            f' / scalar(sum(rate({names.INFERENCE_REQUESTS}{{model="$model"}}[{RI}])))'
                         )
                     ),
                     *[
-                        (f"max({WEIGHT}{{{sel(v)}}})", f"{v} v${v} configured weight (local stack)")
+                        (
+                            f"max({names.PIPELINE_TRAFFIC_WEIGHT}{{{sel(v)}}})",
+                            f"{v} v${v} configured weight (local stack)",
+                        )
                         for v in ("stable", "canary")
                     ],
                 ],
                 "percentunit",
             ),
             _panel("Error rate (error, rejected, timeout share)", both(err), "percentunit"),
-            _panel("p95 latency", both(lambda v: queries.version_latency_quantile("$model", f"${v}", 0.95, RI)), "s"),
-            _panel("p99 latency", both(lambda v: queries.version_latency_quantile("$model", f"${v}", 0.99, RI)), "s"),
+            _panel("p95 latency", both(lambda v: promql.version_latency_quantile("$model", f"${v}", 0.95, RI)), "s"),
+            _panel("p99 latency", both(lambda v: promql.version_latency_quantile("$model", f"${v}", 0.99, RI)), "s"),
             _panel(
                 "Top-1 agreement of mirrored answers (local stack: gateway and business APIs compare)",
                 [
@@ -375,7 +375,7 @@ def canary_comparison(spec: MeshSpec) -> dict:
                 [
                     (
                         _events(
-                            'sum by (outcome) (rate({__name__=~"meshserve_(gateway|pipeline)_mirror_requests_total",'
+                            f"sum by (outcome) (rate({{{promql.MIRROR_REQUESTS},"
                             f'model="$model",version=~"$stable|$canary"}}[{RI}]))'
                         ),
                         "{{outcome}}",
@@ -385,16 +385,18 @@ def canary_comparison(spec: MeshSpec) -> dict:
             ),
             _panel(
                 "Canary step: the canary's configured weight (local stack)",
-                [(f"max({WEIGHT}{{{sel('canary')}}})", "v$canary weight")],
+                [(f"max({names.PIPELINE_TRAFFIC_WEIGHT}{{{sel('canary')}}})", "v$canary weight")],
                 "percentunit",
             ),
         ],
         [
-            _variable("model", f"label_values({INF}_requests_total, model)", default=model),
-            _variable("stable", f'label_values({INF}_requests_total{{model="$model"}}, version)', default=str(stable)),
+            _variable("model", f"label_values({names.INFERENCE_REQUESTS}, model)", default=model),
+            _variable(
+                "stable", f'label_values({names.INFERENCE_REQUESTS}{{model="$model"}}, version)', default=str(stable)
+            ),
             _variable(
                 "canary",
-                f'label_values({INF}_requests_total{{model="$model",version!="$stable"}}, version)',
+                f'label_values({names.INFERENCE_REQUESTS}{{model="$model",version!="$stable"}}, version)',
                 default=str(canary),
             ),
         ],
@@ -405,6 +407,7 @@ def canary_comparison(spec: MeshSpec) -> dict:
 
 
 def gateway() -> dict:
+    requests = names.GATEWAY_REQUESTS
     return _dashboard(
         "meshserve-gateway",
         "meshserve / gateway (local stack: embedded gateway)",
@@ -413,7 +416,7 @@ def gateway() -> dict:
                 "Requests by route and version",
                 [
                     (
-                        f'sum by (route, version) (rate({GW_REQ}{{route=~"$route",version!=""}}[{RI}]))',
+                        f'sum by (route, version) (rate({requests}{{route=~"$route",version!=""}}[{RI}]))',
                         "{{route}} v{{version}}",
                     )
                 ],
@@ -421,14 +424,19 @@ def gateway() -> dict:
             ),
             _panel(
                 "Requests by route and code",
-                [(f'sum by (route, code) (rate({GW_REQ}{{route=~"$route"}}[{RI}]))', "{{route}} {{code}}")],
+                [
+                    (
+                        f'sum by (route, code) (rate({requests}{{route=~"$route"}}[{RI}]))',
+                        "{{route}} {{code}}",
+                    )
+                ],
                 "reqps",
             ),
             _panel(
                 "Requests by upstream version",
                 [
                     (
-                        f'sum by (upstream, version) (rate({GW_REQ}{{route=~"$route"}}[{RI}]))',
+                        f'sum by (upstream, version) (rate({requests}{{route=~"$route"}}[{RI}]))',
                         "{{upstream}} v{{version}}",
                     )
                 ],
@@ -436,26 +444,26 @@ def gateway() -> dict:
             ),
             _panel(
                 "Rate-limited (429) by consumer",
-                [(_events(f"sum by (consumer) (rate(meshserve_gateway_rate_limited_total[{RI}]))"), "{{consumer}}")],
+                [(_events(f"sum by (consumer) (rate({names.GATEWAY_RATE_LIMITED}[{RI}]))"), "{{consumer}}")],
                 "reqps",
             ),
             _panel(
                 "Retries by upstream",
-                [(_events(f"sum by (upstream) (rate(meshserve_gateway_retries_total[{RI}]))"), "{{upstream}}")],
+                [(_events(f"sum by (upstream) (rate({names.GATEWAY_RETRIES}[{RI}]))"), "{{upstream}}")],
                 "reqps",
             ),
             _panel(
                 "Outlier ejections",
                 [
-                    (_events(f"sum by (upstream) (increase(meshserve_gateway_ejections_total[{RI}]))"), "{{upstream}}"),
-                    (_events("sum by (upstream) (meshserve_gateway_ejected)"), "{{upstream}} ejected now"),
+                    (_events(f"sum by (upstream) (increase({names.GATEWAY_EJECTIONS}[{RI}]))"), "{{upstream}}"),
+                    (_events(f"sum by (upstream) ({names.GATEWAY_EJECTED})"), "{{upstream}} ejected now"),
                 ],
             ),
             _panel(
                 "Rejected (pending overflow, no healthy host)",
                 [
                     (
-                        _events(f"sum by (upstream, reason) (rate(meshserve_gateway_rejected_total[{RI}]))"),
+                        _events(f"sum by (upstream, reason) (rate({names.GATEWAY_REJECTED}[{RI}]))"),
                         "{{upstream}} {{reason}}",
                     )
                 ],
@@ -465,9 +473,7 @@ def gateway() -> dict:
                 "Mirrored requests",
                 [
                     (
-                        _events(
-                            f"sum by (model, version, outcome) (rate(meshserve_gateway_mirror_requests_total[{RI}]))"
-                        ),
+                        _events(f"sum by (model, version, outcome) (rate({names.GATEWAY_MIRROR_REQUESTS}[{RI}]))"),
                         "{{model}} v{{version}} {{outcome}}",
                     )
                 ],
@@ -475,11 +481,19 @@ def gateway() -> dict:
             ),
             _panel(
                 "Gateway latency p95 by route",
-                [(_quantile(0.95, GW_DUR, 'route=~"$route"', "route"), "{{route}}")],
+                [(_quantile(0.95, names.GATEWAY_DURATION, 'route=~"$route"', "route"), "{{route}}")],
                 "s",
             ),
         ],
-        [_variable("route", f"label_values({GW_REQ}, route)", multi=True, include_all=True, default="$__all")],
+        [
+            _variable(
+                "route",
+                f"label_values({requests}, route)",
+                multi=True,
+                include_all=True,
+                default="$__all",
+            )
+        ],
         "Local stack only: the embedded gateway (`meshserve up`). On a cluster Kong is the edge and this "
         "gateway does not run; see the cluster edge (Istio) dashboard there. SLIs: the service overview.",
     )
@@ -593,7 +607,7 @@ def gpu() -> dict:
         ],
         [
             _variable("namespace", "label_values(DCGM_FI_DEV_GPU_UTIL, namespace)"),
-            _variable("model", f"label_values({INF}_requests_total, model)"),
+            _variable("model", f"label_values({names.INFERENCE_REQUESTS}, model)"),
         ],
     )
 
@@ -611,20 +625,3 @@ BUILDERS: dict[str, Callable[[MeshSpec], dict]] = {
 def build(spec: MeshSpec) -> dict[str, dict[str, Any]]:
     """File name -> dashboard JSON model: what Grafana imports and what the local console draws."""
     return {f"{name}.json": builder(spec) for name, builder in BUILDERS.items()}
-
-
-def render(spec: MeshSpec | None = None) -> dict[str, str]:
-    """File name -> JSON text of every dashboard (the repository's mesh.yaml unless `spec` is given)."""
-    spec = spec or load_spec(check_repository=False)
-    return {name: json.dumps(model, indent=2) + "\n" for name, model in build(spec).items()}
-
-
-def main() -> None:
-    DASHBOARD_DIR.mkdir(exist_ok=True)
-    for name, text in render().items():
-        (DASHBOARD_DIR / name).write_text(text)
-        print(DASHBOARD_DIR / name)
-
-
-if __name__ == "__main__":
-    main()
