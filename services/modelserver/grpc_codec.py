@@ -15,7 +15,9 @@ from types import ModuleType
 import numpy as np
 
 from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
-from services.modelserver.codec import InferRequest, ProtocolError, _from_binary, bad
+from services.common.errors import ProtocolError
+from services.common.v2wire import bad, read_tensor
+from services.modelserver.codec import InferRequest
 from services.modelserver.repository import ServingVersion
 from services.modelserver.signature import Signature
 
@@ -62,7 +64,7 @@ def _shape(name: str, dims: object, expected: tuple[int, ...], max_batch: int) -
 
 
 def _from_raw(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray:
-    return _from_binary(name, datatype, memoryview(raw), count, "raw_input_contents has")
+    return read_tensor(name, datatype, memoryview(raw), 0, len(raw), count, size_field="raw_input_contents has")
 
 
 def _from_contents(name: str, datatype: str, contents: object, count: int) -> np.ndarray:
