@@ -33,6 +33,11 @@ class ProtocolError(HTTPError):
         return (type(self), (self.status, self.message, self.headers))
 
 
+def quoted(text: str) -> str:
+    """A client-supplied value as an error message quotes it: repr, cut short."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
+
+
 def error_body(message: str, key: str = "error", **extra: str) -> bytes:
     """The JSON body of an error answer."""
     return orjson.dumps({key: message, **extra})

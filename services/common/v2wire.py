@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 
 from services.common.datatypes import V2_TO_NUMPY
-from services.common.errors import ProtocolError
+from services.common.errors import ProtocolError, quoted
 
 HEADER_LENGTH = "inference-header-content-length"
 OCTET = "application/octet-stream"
@@ -43,11 +43,6 @@ _NUMPY_TO_V2 = {dtype: name for name, dtype in V2_TO_NUMPY.items() if name != "B
 
 def bad(message: str) -> ProtocolError:
     return ProtocolError(400, message)
-
-
-def quoted(text: str) -> str:
-    """A client-supplied value as an error message quotes it: repr, cut short."""
-    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------- reading: body, offsets, tensors

@@ -22,10 +22,10 @@ from starlette.types import Message, Receive, Scope, Send
 
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.compression import UnsupportedEncoding, decompress
-from services.common.errors import ProtocolError, error_body
+from services.common.errors import ProtocolError, error_body, quoted
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
-from services.common.v2wire import quoted, split_body, write_response
+from services.common.v2wire import split_body, write_response
 from services.modelserver.codec import InferRequest, decode_request
 from services.modelserver.dataplane import DataPlane, Output, Settings
 from services.modelserver.repository import ServingVersion, is_version

@@ -29,9 +29,6 @@ class InferRequest:
     timeout_us: int | None
 
 
-# ---------------------------------------------------------------- decoding
-
-
 def _shape(name: str, raw: object) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
         raise bad(f"input {name!r}: shape must be a list of non-negative integers, got {_brief(raw)}")

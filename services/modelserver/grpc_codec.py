@@ -16,7 +16,7 @@ import numpy as np
 
 from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
 from services.common.errors import ProtocolError
-from services.common.v2wire import bad, read_tensor
+from services.common.v2wire import bad, read_tensor, strings_to_binary
 from services.modelserver.codec import InferRequest
 from services.modelserver.repository import ServingVersion
 from services.modelserver.signature import Signature
@@ -160,15 +160,6 @@ def decode_infer(request: object, signature: Signature, deadline_us: int | None)
     return InferRequest(request.id or None, inputs, batch or 1, outputs, timeout)  # type: ignore[attr-defined]
 
 
-def _strings_to_raw(arr: np.ndarray) -> bytes:
-    parts: list[bytes] = []
-    for item in arr.reshape(-1):
-        data = item if isinstance(item, bytes) else str(item).encode()
-        parts.append(len(data).to_bytes(4, "little"))
-        parts.append(data)
-    return b"".join(parts)
-
-
 def encode_infer(
     pb2: ModuleType, serving: ServingVersion, request: InferRequest, outputs: list[tuple[str, str, np.ndarray, bool]]
 ) -> object:
@@ -191,7 +182,7 @@ def encode_infer(
             else:
                 getattr(tensor.contents, field).extend(flat.tolist())
         elif datatype == "BYTES":
-            response.raw_output_contents.append(_strings_to_raw(arr))
+            response.raw_output_contents.append(strings_to_binary(arr))
         else:
             response.raw_output_contents.append(np.ascontiguousarray(arr).tobytes())
     return response

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from services.common.errors import ProtocolError
+from services.common.errors import ProtocolError, quoted
 from services.common.files import FileIdentity, file_identity
-from services.common.v2wire import quoted
 from services.modelserver import warmup
 from services.modelserver.batching import Batcher
 from services.modelserver.config import CONFIG_FILE, MODEL_FILE, ModelConfig, load_config
