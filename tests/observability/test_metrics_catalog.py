@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 import services.common.telemetry
 import services.gateway.metrics
 import services.modelserver.metrics
+import services.pipeline.business
 import services.pipeline.shadow  # noqa: F401  (importing registers the metrics)
 
 CATALOG = Path(__file__).resolve().parents[2] / "observability" / "METRICS.md"
