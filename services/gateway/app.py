@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +117,14 @@ class Gateway:
 
     # ------------------------------------------------------------------ one request
 
-    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        """The chain's run for this request (returned, not awaited here: one coroutine less per request)."""
         start = self.last_request = time.perf_counter()
         if scope["path"] in protocol.OWN_PATHS:  # the gateway's own v2 health and metadata, not a route
             status, own = protocol.own_answer(scope["path"], self.policy, self._has_host)
-            await respond(send, status, [JSON], own)
-            return
+            return respond(send, status, [JSON], own)
         assert self.chain is not None, "the gateway is used before its lifespan startup"
-        await self.chain.run(Exchange.from_asgi(scope, receive, self.policy, start), send)
+        return self.chain.run(Exchange.from_asgi(scope, receive, self.policy, start), send)
 
     def _has_host(self, route: ModelRoute, version: int) -> bool:
         """Whether a version of a route has a host in rotation (discovery listed, not ejected)."""
