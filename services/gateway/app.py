@@ -42,9 +42,6 @@ from services.gateway.reload import SETTLE_S, TRAFFIC_WINDOW_S, refusal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_BODY_BYTES", "Gateway"]
-
-
 class Gateway:
     """The ASGI callable; `policy` is the snapshot in force, `chain` what each request runs through."""
 
