@@ -42,6 +42,7 @@ from services.gateway.reload import SETTLE_S, TRAFFIC_WINDOW_S, refusal
 
 log = logging.getLogger(__name__)
 
+
 class Gateway:
     """The ASGI callable; `policy` is the snapshot in force, `chain` what each request runs through."""
 
