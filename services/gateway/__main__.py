@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from services.common.settings import SPEC_HELP, SettingsError, resolve_spec
-from services.gateway.app import MAX_BODY_BYTES
+from services.gateway.bodylimit import MAX_BODY_BYTES
 from services.gateway.serve import serve
 
 

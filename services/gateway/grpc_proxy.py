@@ -4,8 +4,10 @@
 Messages stay bytes end to end (grpc's generic handlers, no (de)serializer): only the model name and
 version (fields 1 and 2 of every model-level request) are read off the wire. The policy is the HTTP
 gateway's snapshot (same keys in metadata, same limiter, same routes), so both protocols enforce
-one spec. A version's gRPC address is its discovery endpoint's host with the `grpc_port` meta the
-local stack and the Kubernetes endpoints table publish. Unversioned metadata, readiness and config
+one spec, and the same policy units of the chain (services.gateway.chain) decide: key-auth, the rate
+limit and the version choice, after `GrpcRoute` has read the route off the message. A version's gRPC
+address is its discovery endpoint's host with the `grpc_port` meta the local stack and the Kubernetes
+endpoints table publish. Unversioned metadata, readiness and config
 go to one fixed version (services.gateway.protocol), as over HTTP. Streams, the repository and
 shared memory are not offered through the gateway (UNIMPLEMENTED).
 """
@@ -14,22 +16,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from services.common.routing import ModelRoute, RouteError
+from services.common.errors import HTTPError
+from services.common.routing import ModelRoute
 from services.gateway import metrics, protocol
+from services.gateway.exchange import Exchange, GatewayError
+from services.gateway.keyauth import KeyAuth
+from services.gateway.ratelimit import RateLimit
+from services.gateway.route import VersionChoice
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 FORWARDED = ("ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig", "ModelStatistics")
 REST_OF = {"ModelInfer": "infer", "ModelMetadata": "", "ModelReady": "ready", "ModelConfig": "config"}
-_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 503: grpc.StatusCode.UNAVAILABLE}
+_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 _RETRIABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 _DISCOVERY_TTL = 1.0
 
@@ -86,11 +98,30 @@ def _varint_bytes(value: int) -> bytes:
     return bytes(out)
 
 
+class GrpcRoute:
+    """Access phase for gRPC: the model, version and method tail off the message (not a path)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.rest = REST_OF.get(method, "stats")
+
+    def access(self, ex: Exchange) -> None:
+        try:
+            model, path_version = name_and_version(ex.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise GatewayError(400, f"malformed {self.method} request: {exc}") from None
+        ex.model, ex.path_version, ex.rest = model, path_version or None, self.rest
+        ex.model_route = ex.policy.models.get(model)
+
+
 class GrpcProxy:
     """The listener's handlers; `gateway` is the HTTP gateway whose policy, limiter and discovery it shares."""
 
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
+        self.key_auth = KeyAuth()
+        self.rate_limit = RateLimit(gateway.limiter)
+        self.version_choice = VersionChoice()
         self.channels: dict[str, grpc.aio.Channel] = {}
         self._targets: dict[str, tuple[float, list[str]]] = {}
         self._rr = 0
@@ -110,50 +141,40 @@ class GrpcProxy:
     # ------------------------------------------------------------ forwarded
 
     def forward(self, method: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+        steps = self.access(method)
+
         async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._forward(method, request, context)
+            return await self._forward(method, steps, request, context)
 
         return handler
 
-    async def _forward(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    def access(self, method: str) -> tuple[Callable[[Exchange], None], ...]:
+        """The access phase of a forwarded method: the HTTP chain's policies, the route off the message."""
+        return (self.key_auth.access, self.rate_limit.access, GrpcRoute(method).access, self.version_choice.access)
+
+    async def _forward(
+        self,
+        method: str,
+        steps: tuple[Callable[[Exchange], None], ...],
+        request: bytes,
+        context: grpc.aio.ServicerContext,
+    ) -> bytes:
         start = time.perf_counter()
-        gateway = self.gateway
-        policy = gateway.policy
         headers = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        key_header = next((name for name in policy.key_names if name in headers), None)
-        if key_header is None:
-            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "No API key found in request", start)
-        consumer = policy.keys.get(headers[key_header])
-        if consumer is None:
-            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "Invalid authentication credentials", start)
-        limits = policy.limits.get(consumer)
-        if limits:
-            verdict = gateway.limiter.check(consumer, limits, time.time())
-            if not verdict.allowed:
-                metrics.RATE_LIMITED.labels(consumer).inc()
-                await self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "API rate limit exceeded", start)
+        ex = Exchange(self.gateway.policy, start, "", method, headers)
+        ex.body = request
         try:
-            model, path_version = name_and_version(request)
-        except (ValueError, UnicodeDecodeError) as exc:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {method} request: {exc}", start)
-        route: ModelRoute | None = policy.models.get(model)
-        if route is None:
-            known = ", ".join(sorted(policy.models))
-            await self._refuse(
-                context, grpc.StatusCode.NOT_FOUND, f"unknown model {model!r}; known models: {known}", start
-            )
-        rest = REST_OF.get(method, "stats")
-        try:
-            version = protocol.choose_version(
-                route, path_version or None, headers.get(route.header_name), rest, random.random()
-            )
-        except RouteError as exc:
+            for step in steps:
+                step(ex)
+        except HTTPError as exc:
             await self._refuse(context, _STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message, start)
-        service = route.services[version]
-        outgoing = [(k, v) for k, v in headers.items() if k != key_header or not policy.hide_credentials]
+        route, version, service = ex.model_route, ex.version, ex.service
+        assert route is not None
+        credentials = ex.credentials
+        outgoing = [(k, v) for k, v in headers.items() if k not in credentials]
         outgoing = [(k, v) for k, v in outgoing if not k.startswith((":", "grpc-")) and k not in ("te", "content-type")]
-        outgoing.append(("x-consumer-username", consumer))
-        label = route.route_labels.get(rest, route.route_labels[""])
+        outgoing.append(("x-consumer-username", ex.consumer))
+        label = route.route_labels.get(ex.rest, route.route_labels[""])
         code, details, reply = await self._call(service, method, request, outgoing, route, context)
         metrics.requests(label, service, str(version), f"grpc-{code.name}").inc()
         metrics.duration(label, service).observe(time.perf_counter() - start)

@@ -1,17 +1,22 @@
 """The gateway's Prometheus metrics (names fixed by the local-stack contracts) and client hooks.
 
 Labelled children are cached per label tuple: `.labels()` costs a lock and a dict build each
-call, and the hot path does one counter and one histogram operation per request.
+call, and the hot path does one counter and one histogram operation per request: `RequestMetrics`,
+the log phase of the gateway's chain (services.gateway.chain), after the answer is sent.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common import metric_names as names
 from services.common.telemetry import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from services.gateway.exchange import Exchange
 
 REQUESTS = Counter(
     names.GATEWAY_REQUESTS,
@@ -76,6 +81,24 @@ class LabelCache:
 
 requests = LabelCache(REQUESTS)
 duration = LabelCache(DURATION)
+
+
+class RequestMetrics:
+    """Log phase: every answer counted by route label, upstream (empty when the gateway answered itself),
+    answering version and status, and timed from the request's start to the answer's end."""
+
+    def log(self, ex: Exchange) -> None:
+        requests(ex.route_label, ex.upstream, ex.answered_version, str(ex.status)).inc()
+        duration(ex.route_label, ex.upstream).observe(time.perf_counter() - ex.start)
+
+
+def count_spec_reload(outcome: str) -> None:
+    """services.common.specfollow's outcome -> the reload counter and the refused gauge."""
+    SPEC_RELOADS.labels(outcome).inc()
+    if outcome == "refused":
+        SPEC_REFUSED.set(1)
+    elif outcome == "applied":
+        SPEC_REFUSED.set(0)
 
 
 class GatewayEvents:

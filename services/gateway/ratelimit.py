@@ -3,12 +3,18 @@
 A request is refused (429) when any window is already full; otherwise it counts in every window.
 Headers as Kong sends them: X-RateLimit-Limit-<Window>/X-RateLimit-Remaining-<Window> for each
 window, RateLimit-Limit/-Remaining/-Reset for the window closest to its limit, Retry-After on 429.
+`RateLimit` is the policy in the gateway's chain (services.gateway.chain) that applies it.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from services.gateway import metrics
+from services.gateway.exchange import Exchange, GatewayError
 
 PERIODS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -63,3 +69,31 @@ class RateLimiter:
             headers.append((b"retry-after", str(retry_after).encode()))
             return Verdict(False, headers, retry_after)
         return Verdict(True, headers)
+
+
+class RateLimited(GatewayError):
+    """A window is full: 429 with Kong's message; the X-RateLimit-* and Retry-After headers are the
+    verdict's, already on the exchange."""
+
+    key = "message"
+
+    def __init__(self) -> None:
+        super().__init__(429, "API rate limit exceeded")
+
+
+class RateLimit:
+    """Access phase: counts the consumer's request in its windows; their headers go on every answer."""
+
+    def __init__(self, limiter: RateLimiter | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.limiter = RateLimiter() if limiter is None else limiter
+        self.clock = clock
+
+    def access(self, ex: Exchange) -> None:
+        limits = ex.policy.limits.get(ex.consumer)
+        if not limits:
+            return
+        verdict = self.limiter.check(ex.consumer, limits, self.clock())
+        ex.extra.extend(verdict.headers)
+        if not verdict.allowed:
+            metrics.RATE_LIMITED.labels(ex.consumer).inc()
+            raise RateLimited

@@ -2,7 +2,7 @@
 
 A spec cut short while it is being written is often still valid (consumers and routes default to
 empty), and applied it answers every request 401 or 404. So the gateway waits until the file has
-stayed unchanged for `SETTLE_S` (services.gateway.app), and refuses a reload that would leave no
+stayed unchanged for `SETTLE_S` (services.common.specfollow), and refuses a reload that would leave no
 consumer with a key, or no route at all, while traffic is flowing (a request in the last
 `TRAFFIC_WINDOW_S`): the old policy stays, an error is logged and
 `meshserve_gateway_spec_reload_refused` is 1. Emptying the gateway on purpose is said in the spec
@@ -11,9 +11,10 @@ itself: `gateway.allow_empty: true`.
 
 from __future__ import annotations
 
+from services.common.specfollow import SETTLE_S
 from services.gateway.policy import Policy
 
-SETTLE_S = 0.5
+__all__ = ["SETTLE_S", "TRAFFIC_WINDOW_S", "refusal"]
 TRAFFIC_WINDOW_S = 60.0
 
 

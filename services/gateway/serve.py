@@ -17,7 +17,8 @@ from services.common.lifecycle import follow_supervisor
 from services.common.telemetry import configure_logging
 from services.common.tracing import configure_tracing, trace_asgi
 from services.discovery import Discovery, from_env
-from services.gateway.app import MAX_BODY_BYTES, Gateway
+from services.gateway.app import Gateway
+from services.gateway.bodylimit import MAX_BODY_BYTES
 from services.gateway.status import ByPort, StatusApp
 
 SERVICE = "gateway"

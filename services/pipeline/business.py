@@ -7,7 +7,9 @@ connections, retries, outlier ejection, x-request-id/traceparent propagation). W
 version is services.common.traffic's one setting: locally the business API, by the rule the gateway uses
 (services.common.routing.ModelRoute.resolve: the override header, else the weighted split), so the
 split exists once; on Kubernetes Istio, with the business API calling the model's plain Service and
-reading the version from the answer. The spec is re-read when mesh.yaml changes.
+reading the version from the answer. A changed mesh.yaml is followed as the gateway follows it
+(services.common.specfollow: polled in the background from start-up, applied once settled, an invalid
+one ignored and counted in meshserve_pipeline_spec_reloads_total); a request never reads the file.
 
 Errors tell "I failed" from "my dependency failed": the caller's input refused by a stage passes on as
 that stage's 4xx; a stage or the model that failed answers 502 (it answered 5xx), 503 (unreachable,
@@ -18,24 +20,25 @@ host for it. An error of the business API itself is a plain 500.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mesh.spec import MeshSpec, Pipeline, Resilience, SpecError, load_spec, parse_version
+from mesh.spec import MeshSpec, Pipeline, Resilience, load_spec, parse_version
 from services.common.client import DEPENDENCY_FAILED_HEADER, Client, Reply, UpstreamError, bind_request_headers
 from services.common.errors import HTTPError, ProtocolError, error_body
-from services.common.files import file_identity
 from services.common.routing import ModelRoute, RouteError, build_model_route
+from services.common.specfollow import POLL_S, SETTLE_S, SpecFollower
 from services.common.traffic import TrafficSettings, single_try
 from services.common.v2wire import (
     HEADER_LENGTH,
@@ -54,6 +57,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # an image for the first stage (image-preprocess accepts no more)
 STAGE_PATHS = {"image-preprocess": "/v1/preprocess", "classification-postprocess": "/v1/postprocess"}
+SPEC_RELOADS = Counter(
+    "meshserve_pipeline_spec_reloads_total",
+    "Changed mesh.yaml files seen by a pipeline's business API, by outcome: applied, invalid (kept the old one).",
+    ["outcome"],
+)
 
 
 @dataclass(frozen=True)
@@ -103,26 +111,42 @@ def choose_model_call(plan: Plan, traffic: TrafficSettings, request_headers: Map
 
 
 class LiveSpec:
-    """The pipeline's plan, rebuilt when mesh.yaml is replaced (checked at most every `interval`)."""
+    """The pipeline's plan in force, replaced in one assignment when mesh.yaml changes (followed by
+    `follower` from the service's start to its stop; services.common.specfollow)."""
 
-    def __init__(self, path: Path, name: str, traffic: TrafficSettings, interval: float = 0.5) -> None:
-        self.path, self.name, self.traffic, self.interval = path, name, traffic, interval
-        self._identity = file_identity(path)
-        self.plan = make_plan(load_spec(path, check_repository=False), name, traffic)
-        self._checked = time.monotonic()
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        traffic: TrafficSettings,
+        *,
+        poll_interval: float = POLL_S,
+        settle: float = SETTLE_S,
+    ) -> None:
+        self.name, self.traffic = name, traffic
+        self.follower = SpecFollower(
+            path,
+            self.build,
+            self.apply,
+            load=functools.partial(load_spec, check_repository=False),
+            on_outcome=lambda outcome: SPEC_RELOADS.labels(outcome).inc(),
+            poll_interval=poll_interval,
+            settle=settle,
+        )
+        self.plan = self.follower.initial()
+
+    def build(self, spec: MeshSpec) -> Plan:
+        """The plan of a changed spec; ValueError (the old plan stays) when it no longer serves this pipeline."""
+        try:
+            return make_plan(spec, self.name, self.traffic)
+        except KeyError as exc:
+            raise ValueError(f"the changed spec does not serve pipeline {self.name!r}: no {exc}") from None
+
+    def apply(self, plan: Plan) -> None:
+        self.plan = plan
+        log.info("pipeline %s: weights %s", self.name, plan.model.split_versions)
 
     def current(self) -> Plan:
-        now = time.monotonic()
-        if now - self._checked >= self.interval:
-            self._checked = now
-            identity = file_identity(self.path)
-            if identity is not None and identity != self._identity:
-                self._identity = identity
-                try:
-                    self.plan = make_plan(load_spec(self.path, check_repository=False), self.name, self.traffic)
-                    log.info("mesh spec reloaded: weights %s", self.plan.model.split_versions)
-                except (SpecError, KeyError) as exc:
-                    log.error("mesh spec change ignored, keeping the previous one: %s", exc)
         return self.plan
 
 
@@ -270,8 +294,10 @@ def build_app(name: str, spec_path: Path, discovery: Discovery, traffic: Traffic
         client = Client(discovery)
         client.start()
         state["pipeline"] = PipelineRunner(live, client)
+        live.follower.start()
 
     async def stop() -> None:
+        await live.follower.stop()
         await state["pipeline"].shadow.close()
         await state["pipeline"].client.close()
         discovery.close()

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 import services.common.telemetry
 import services.gateway.metrics
 import services.modelserver.metrics
+import services.pipeline.business
 import services.pipeline.shadow  # noqa: F401  (importing registers the metrics)
 from services.common import metric_names
 

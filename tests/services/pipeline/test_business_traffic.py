@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.compile import k8s
 from mesh.compile.settings import Environment
@@ -30,7 +31,7 @@ from services.common.routing import build_model_route
 from services.common.traffic import CLIENT, MESH, TRAFFIC_ENV
 from services.discovery import DISCOVERY_ENV
 from tests.services.gateway.stack import Proc, _spawn, _wait_ready, start_model_server, wait_model_server
-from tests.services.modelserver.serverproc import free_port
+from tests.services.modelserver.serverproc import free_port, wait_for
 
 MODELS = DEFAULT_SPEC_PATH.parent.parent / "models"
 SPEC = load_spec()
@@ -229,3 +230,38 @@ def test_client_mode_calls_the_version_service_with_the_version_in_the_path(runn
     (infer,) = infers(running.seen())
     assert infer["path"] == "/v2/models/digits/versions/2/infer"
     assert infer["x-model-version"] is None  # the choice is in the path; nothing for a mesh to match
+
+
+# --------------------------------------------------------------------------- following the spec
+
+
+def reloads_applied(base: str) -> float:
+    text = httpx.get(base + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "meshserve_pipeline_spec_reloads_total" and sample.labels == {"outcome": "applied"}:
+                return sample.value
+    return 0.0
+
+
+def test_a_running_business_api_follows_a_changed_spec_without_a_request(running: Running) -> None:
+    """The split is changed in mesh.yaml while no request arrives: the change is read by the service's own
+    poll (services/common/specfollow.py), and the next request already goes by the new weights."""
+    text = DEFAULT_SPEC_PATH.read_text().replace("repository: ../models", f"repository: {MODELS}")
+    assert "weights: {1: 90, 2: 10}" in text
+    spec_path = running.root / "following.yaml"
+    spec_path.write_text(text.replace("weights: {1: 90, 2: 10}", "weights: {1: 100, 2: 0}"))
+    env = {TRAFFIC_ENV: CLIENT, DISCOVERY_ENV: f"static:{running.root / 'client.json'}"}
+    api = running.spawn(
+        [sys.executable, "-m", "services.pipeline", "--spec", str(spec_path), "--service", "digits-classify"], env
+    )
+    _wait_ready(api, "/ready")
+    assert reloads_applied(api.base) == 0
+
+    spec_path.write_text(text.replace("weights: {1: 90, 2: 10}", "weights: {1: 0, 2: 100}"))
+    wait_for(lambda: reloads_applied(api.base) == 1, 20, "the business API to apply the changed spec")
+    running.control("reset")
+    reply = httpx.post(api.base + ROUTE, content=png_digit(), headers={"content-type": "image/png"}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["model_version"] == "2"
+    assert [r["path"] for r in infers(running.seen())] == ["/v2/models/digits/versions/2/infer"]

@@ -1,0 +1,129 @@
+"""One request on its way through the gateway's policy chain: the only object a request allocates.
+
+Each policy (services.gateway.chain) reads what the ones before it wrote here and adds its own part:
+the route and its metric label, the consumer, the chosen version and upstream, the body, the headers
+that go upstream, the answer. A policy that refuses raises a `GatewayError` (or any
+services.common.errors.HTTPError, e.g. the version choice's RouteError); the chain renders it with
+`refuse`, the one place a gateway refusal becomes an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from mesh.spec import Resilience
+from services.common.client import Reply
+from services.common.errors import HTTPError, error_body
+from services.common.routing import ModelRoute
+from services.gateway.policy import PipelineRoute, Policy
+
+JSON = (b"content-type", b"application/json")
+UNMATCHED = "unmatched"  # the route label of paths that match no route (never the raw path)
+NO_VERSION: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class GatewayError(HTTPError):
+    """A refusal by the gateway itself (no upstream was called).
+
+    `key` is the error body's key: Kong's own plugins (key-auth, rate-limiting) always say `message`;
+    None takes the route's (`error` on v2 routes, as the model servers answer; `message` elsewhere).
+    """
+
+    key: str | None = None
+
+
+class Exchange:
+    """Per-request state; attributes are filled in chain order (see services.gateway.chain)."""
+
+    __slots__ = (
+        "answered_version",
+        "body",
+        "chosen",
+        "consumer",
+        "credentials",
+        "error_key",
+        "extra",
+        "headers",
+        "method",
+        "mirror",
+        "model",
+        "model_route",
+        "outgoing",
+        "path",
+        "path_version",
+        "payload",
+        "pipeline",
+        "policy",
+        "query",
+        "raw_path",
+        "receive",
+        "reply",
+        "request_id",
+        "resilience",
+        "response_headers",
+        "rest",
+        "route_label",
+        "service",
+        "start",
+        "status",
+        "target",
+        "upstream",
+        "version",
+    )
+
+    def __init__(self, policy: Policy, start: float, path: str, method: str, headers: dict[str, str]) -> None:
+        self.policy = policy  # the snapshot this request runs under, start to end
+        self.start = start
+        self.path = path
+        self.method = method
+        self.headers = headers
+        self.request_id = headers.get("x-request-id") or os.urandom(16).hex()
+        self.extra: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode("latin-1"))]
+        self.raw_path = b""
+        self.receive: Any = None  # the ASGI receive callable the body is read from
+        self.query = b""
+        self.model: str | None = None  # the model a /v2/models/ path (or a gRPC message) names
+        self.model_route: ModelRoute | None = None  # a /v2/models/ route
+        self.pipeline: PipelineRoute | None = None  # a pipeline's business route
+        self.path_version: str | None = None
+        self.rest = ""
+        self.route_label = UNMATCHED
+        self.error_key = "message"
+        self.consumer = ""
+        self.credentials: tuple[str, ...] = ()
+        self.version = 0
+        self.chosen = NO_VERSION  # the x-model-version answer header once a version is chosen
+        self.service = ""  # the upstream the route chose
+        self.resilience: Resilience | None = None
+        self.body = b""
+        self.outgoing: dict[str, str] | None = None
+        self.target = ""
+        self.mirror: asyncio.Future | None = None  # hands the primary's reply to a mirrored request
+        self.upstream = ""  # the upstream actually called (metrics); "" while the gateway answers itself
+        self.reply: Reply | None = None  # once the upstream answered
+        self.status = 0
+        self.payload = b""
+        self.response_headers: list[tuple[bytes, bytes]] | None = None
+        self.answered_version = ""
+
+    @classmethod
+    def from_asgi(cls, scope: dict[str, Any], receive: Any, policy: Policy, start: float) -> Exchange:
+        """Header pairs decoded once (latin-1; repeated names joined with ", " as RFC 9110 allows)."""
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        exchange = cls(policy, start, scope["path"], scope["method"], headers)
+        exchange.raw_path = scope.get("raw_path") or b""
+        exchange.receive = receive
+        exchange.query = scope.get("query_string", b"")
+        return exchange
+
+    def refuse(self, exc: HTTPError) -> None:
+        """The answer to a refusal: the error body under the right key, the headers gathered so far."""
+        key = exc.key if isinstance(exc, GatewayError) and exc.key is not None else self.error_key
+        self.status = exc.status
+        self.payload = error_body(exc.message, key)
+        self.response_headers = [JSON, *self.extra, *self.chosen]
