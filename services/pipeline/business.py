@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mesh.spec import MeshSpec, Pipeline, Resilience, load_spec, parse_version
+from services.common import metric_names
 from services.common.client import DEPENDENCY_FAILED_HEADER, Client, Reply, UpstreamError, bind_request_headers
 from services.common.errors import HTTPError, ProtocolError, error_body
 from services.common.routing import ModelRoute, RouteError, build_model_route
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # an image for the first stage (image-preprocess accepts no more)
 STAGE_PATHS = {"image-preprocess": "/v1/preprocess", "classification-postprocess": "/v1/postprocess"}
 SPEC_RELOADS = Counter(
-    "meshserve_pipeline_spec_reloads_total",
+    metric_names.PIPELINE_SPEC_RELOADS,
     "Changed mesh.yaml files seen by a pipeline's business API, by outcome: applied, invalid (kept the old one).",
     ["outcome"],
 )
