@@ -81,25 +81,35 @@ def _response(status: int, reason: str, message: str) -> bytes:
     return head.encode() + body
 
 
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is: between requests, inside a head, inside a body
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol under `limits` (a class attribute: see `protocol_class`)."""
+    """uvicorn's httptools protocol under `limits` (a class attribute: see `protocol_class`).
+
+    Lean on purpose (every callback here runs per request; loadtests/bench/results/lean-ab.md): the
+    phase is one int, deadlines move by assignment, and on_body/on_message_complete stay uvicorn's.
+    """
 
     limits: HttpLimits = HttpLimits()
     _max_bytes = limits.max_header_bytes
     _max_fields = limits.max_headers
+    _header_timeout = limits.header_timeout
+    _body_timeout = limits.body_timeout
+    # whether a phase's deadline can come before the armed timer's (only when the timeouts differ)
+    _head_sooner = limits.header_timeout < limits.body_timeout
+    _body_sooner = limits.body_timeout < limits.header_timeout
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._in_head = True  # reading a request line + headers (or waiting for one)
-        self._head_bytes = 0
-        self._head_fields = 0
-        self._counted = False
-        self._started = False  # a byte of the current request arrived, and not yet all of it
+        self._phase = _IDLE
+        self._head_bytes = 0  # of a head longer than one read: what the reads so far brought of it
+        self._counted = False  # the current head began in the current read
+        self._read = 0  # bytes in the current read
         self._refusal: bytes | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._now = self.loop.time()  # of the current read: the callbacks it runs set deadlines from it
-        self._deadline = 0.0
-        self._set_deadline(self.limits.header_timeout)
+        self._now = self.loop.time()  # of the current read: the callbacks set deadlines from it
+        self._deadline = self._now + self._header_timeout
+        self._timer: asyncio.TimerHandle | None = self.loop.call_at(self._deadline, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -108,38 +118,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     # ------------------------------------------------------------ the one timer
-    # One timer per connection whose deadline moves: setting a later deadline costs an assignment, the
-    # timer re-arms itself when it fires early, and it lapses when it fires between two requests (the
-    # next request's first byte sets it again; uvicorn's keep-alive timer governs idle connections).
+    # One timer per connection whose deadline moves: a later deadline costs an assignment, the timer
+    # re-arms itself when it fires early, and it lapses when it fires between two requests or while
+    # the app works on a request whose body is all in (the next request's first byte sets it again;
+    # uvicorn's keep-alive timer governs idle connections).
 
-    def _set_deadline(self, delay: float) -> None:
-        self._deadline = self._now + delay
+    def _move_deadline(self, deadline: float) -> None:
+        """An earlier deadline than the armed timer's (or none armed): re-arm."""
+        self._deadline = deadline
         timer = self._timer
-        if timer is None or self._deadline < timer.when():
+        if timer is None or deadline < timer.when():
             if timer is not None:
                 timer.cancel()
-            self._timer = self.loop.call_at(self._deadline, self._timed_out)
+            self._timer = self.loop.call_at(deadline, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timer = None
         if self.transport.is_closing():
             return
-        if self._in_head and not self._started:
-            if self.cycle is None:  # opened and never used: nobody to answer
+        phase = self._phase
+        cycle = self.cycle
+        if phase == _IDLE or (phase == _BODY and (cycle is None or not cycle.more_body)):
+            if phase == _IDLE and cycle is None:  # opened and never used: nobody to answer
                 self.transport.close()
-            return  # between requests
+            return  # between requests, or the body is in and the app is at work
         if self._deadline > self.loop.time():  # the deadline moved on since the timer was set
             self._timer = self.loop.call_at(self._deadline, self._timed_out)
             return
         if self.flow.read_paused:  # our own back-pressure (or a pipelined request waiting), not a slow client
             self._now = self.loop.time()
-            self._set_deadline(self.limits.header_timeout if self._in_head else self.limits.body_timeout)
+            self._move_deadline(self._now + (self._header_timeout if phase == _HEAD else self._body_timeout))
             return
-        if self._in_head:
+        if phase == _HEAD:
             self._close_with(_response(408, "Request Timeout", "request headers not received in time"))
             return
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
+        if cycle.response_complete:
             return
         if not cycle.response_started:
             self.transport.write(_response(408, "Request Timeout", "request body not received in time"))
@@ -155,8 +168,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        self._now = self.loop.time()
+        now = self._now = self.loop.time()
         self._counted = False
+        self._read = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -172,10 +186,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response("Invalid HTTP request received.")
             return
-        if self._in_head and self._started and not self._counted:
-            # Still inside a head: what the parser holds of it grows with every read.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_bytes:
+        phase = self._phase
+        if phase == _BODY:
+            self._deadline = now + self._body_timeout  # the body is still arriving: not stalled
+        elif phase == _HEAD:
+            # A read ended inside a head: what the parser holds of it grows with every read. From the
+            # read it began in, what the parser delivered; every later read counts whole: an endless
+            # head costs at most the cap plus one socket read.
+            if self._counted:
+                self._head_bytes = self._head_size()
+            else:
+                self._head_bytes += len(data)
+            if self._head_bytes > self._max_bytes or len(self.headers) > self._max_fields:
                 self._close_with(self._too_large())
 
     def _too_large(self) -> bytes:
@@ -189,47 +211,51 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._started, self._counted = True, True, True  # callbacks count this read's part
-        self._head_bytes, self._head_fields = 0, 0
-        self._set_deadline(self.limits.header_timeout)
+        self._phase, self._counted = _HEAD, True  # this head began in this read
+        deadline = self._deadline = self._now + self._header_timeout
+        timer = self._timer
+        if timer is None or (self._head_sooner and deadline < timer.when()):
+            self._move_deadline(deadline)
 
-    # on_url and on_header run per request and per field: uvicorn's bodies inlined, limits read from the class.
-
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > self._max_bytes:
-            self._refuse(self._too_large())
-        self.url += url
+    # Per field only the trailer check: the caps are checked once per head (on_headers_complete) and,
+    # for a head longer than one read, at the end of each read inside it (data_received).
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if self._phase != _HEAD:
             return  # a chunked trailer: never part of the request's headers
-        self._head_fields += 1
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_fields > self._max_fields or self._head_bytes > self._max_bytes:
-            self._refuse(self._too_large())
-        name = name.lower()
+        name = name.lower()  # uvicorn's body from here
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
 
+    def _head_size(self) -> int:
+        """Bytes of the head the parser has delivered: the target and every field (name, value, ': ', CRLF)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
     def on_headers_complete(self) -> None:
-        self._in_head, self._counted = False, True
-        self._set_deadline(self.limits.body_timeout)
+        # A head that began and ended in this read is at most the read long: counted only if that is over the cap.
+        if (not self._counted or self._read > self._max_bytes) and self._head_size() > self._max_bytes:
+            self._refuse(self._too_large())
+        if len(self.headers) > self._max_fields:
+            self._refuse(self._too_large())
+        self._phase = _BODY
+        deadline = self._deadline = self._now + self._body_timeout
+        if self._body_sooner and deadline < self._timer.when():  # type: ignore[union-attr]
+            self._move_deadline(deadline)
         super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        self._deadline = self._now + self.limits.body_timeout
-        super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._in_head, self._started = True, False
-        super().on_message_complete()
 
 
 def protocol_class(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol with `limits` bound (uvicorn builds protocols from a class and its Config)."""
-    bound = {"limits": limits, "_max_bytes": limits.max_header_bytes, "_max_fields": limits.max_headers}
+    bound = {
+        "limits": limits,
+        "_max_bytes": limits.max_header_bytes,
+        "_max_fields": limits.max_headers,
+        "_header_timeout": limits.header_timeout,
+        "_body_timeout": limits.body_timeout,
+        "_head_sooner": limits.header_timeout < limits.body_timeout,
+        "_body_sooner": limits.body_timeout < limits.header_timeout,
+    }
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), bound)
 
 
