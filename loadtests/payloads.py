@@ -9,6 +9,8 @@ from functools import cache
 import numpy as np
 import orjson
 
+from services.common.v2wire import HEADER_LENGTH, write_request
+
 INPUT_NAME = "input"
 SHAPE = (1, 1, 8, 8)
 
@@ -60,19 +62,6 @@ def infer_binary_bodies() -> tuple[tuple[bytes, int], ...]:
     """(body, JSON header length) pairs in the binary tensor extension's layout."""
     bodies = []
     for image in digit_images():
-        raw = _tensor(image).tobytes()
-        header = orjson.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": INPUT_NAME,
-                        "shape": list(SHAPE),
-                        "datatype": "FP32",
-                        "parameters": {"binary_data_size": len(raw)},
-                    }
-                ],
-                "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
-            }
-        )
-        bodies.append((header + raw, len(header)))
+        body, headers = write_request({INPUT_NAME: _tensor(image)}, ["logits"])
+        bodies.append((body, int(headers[HEADER_LENGTH])))
     return tuple(bodies)

@@ -9,7 +9,7 @@ or the gateway's address), from the same spec:
 - the override header pins each served version;
 - every served model version is ready and reports what it really runs on (`device: gpu` versions on a
   GPU provider, CUDA/TensorRT);
-- each SLO's SLI series exists in Prometheus (observability/queries.py names them);
+- each SLO's SLI series exists in Prometheus (mesh/compile/promql.py names them);
 - a trace id that went through the gateway is found in the traces backend: a local spans file, or
   Elasticsearch (APM's `traces-apm*`); skipped, saying so, when none is configured.
 
@@ -256,7 +256,7 @@ async def check_versions_ready(client: httpx.AsyncClient, target: Target) -> Che
 
 
 async def check_slo_series(client: httpx.AsyncClient, target: Target) -> Check:
-    from observability.queries import route_sli
+    from mesh.compile.promql import route_sli
 
     if not target.prometheus:
         return Check("SLO series in Prometheus", SKIP, "no --prometheus URL given")

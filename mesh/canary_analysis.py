@@ -8,7 +8,7 @@ servers' `meshserve_inference_*`, and top-1 agreement on the same inputs from th
 `meshserve_*_mirror_agreement_total` (see Agreement below). Every step passing promotes the canary (it
 becomes `traffic.stable`); the first breach (or a step without enough data to judge) rolls back to the
 stable version. The original mirror setting is restored either way, and a JSON + Markdown report
-records each step's figures. The PromQL is observability/queries.py's, so a cluster's Prometheus
+records each step's figures. The PromQL is mesh/compile/promql.py's, so a cluster's Prometheus
 serves too.
 
 Applying: locally the gateway watches mesh.yaml, so editing it is enough. On a cluster nothing
@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from mesh import canary
+from mesh.compile import promql as queries
 from mesh.spec import format_duration, parse_duration, parse_version, read_yaml
-from observability import queries
 from observability.prometheus import DEFAULT_SCRAPE_INTERVAL, SCRAPE_INTERVAL_ENV
 from services.common.settings import SPEC_ENV
 
@@ -223,7 +223,7 @@ def timing(hold_s: float, scrape_interval_s: float) -> Timing:
 
 
 def promql(model: str, stable: int, canary_version: int, window: str) -> dict[str, str]:
-    """The figures' queries (observability/queries.py's building blocks)."""
+    """The figures' queries (mesh/compile/promql.py's building blocks)."""
     return {
         "stable_requests": queries.version_requests(model, stable, window),
         "canary_requests": queries.version_requests(model, canary_version, window),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def run_rules(args: argparse.Namespace) -> int:
+    from mesh.compile.alerts import render_rules, write_rules
     from mesh.spec import SpecError, load_spec
-    from observability.alerts import render_rules, write_rules
     from services.common.settings import SettingsError, resolve_spec
 
     try:

@@ -3,7 +3,7 @@
 Targets come from the supervisor's discovery table (`<run-dir>/endpoints.json`), translated into
 Prometheus file_sd (`targets.json`, rewritten whenever the table changes; Prometheus watches it),
 every target labelled `service`, `job` (= service, as prometheus-operator labels a
-ServiceMonitor's targets) and `instance`. Rules are the ones `observability.alerts` generates
+ServiceMonitor's targets) and `instance`. Rules are the ones `mesh.compile.alerts` generates
 from the spec. Storage is a temp folder removed on exit.
 
 It runs as one supervised process of `meshserve up` (services/local/observers.py adds it):
@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
+from mesh.compile.alerts import write_rules
 from mesh.spec import MeshSpec, load_spec
-from observability.alerts import write_rules
 from services.discovery import ENDPOINTS_FILE, METRICS_PORT_META
 from services.discovery.static import Table, parse_table
 

@@ -11,9 +11,10 @@ README's "Layers" section draws them. Top to bottom:
   mesh.render > (services.modelserver | services.pipeline | services.gateway | mesh.compile)
   services.discovery > services.common > (mesh.spec | services.cliparser)   the ground floor
 
-Known exception, listed in the contract with its fix: mesh.compile.monitoring takes alert rules and
-dashboards from observability/. A loop hidden behind importlib would escape the graph, so importing
-by name is allowed only where the name is not one of ours to place in a layer (below).
+No exception is listed (`ignore_imports`): the compilers derive the PromQL, the SLO alert rules and the
+dashboards themselves (mesh/compile/promql.py, alerts.py, dashboards.py) instead of taking them from
+observability/. A loop hidden behind importlib would escape the graph, so importing by name is allowed
+only where the name is not one of ours to place in a layer (below).
 """
 
 from __future__ import annotations
@@ -38,6 +39,27 @@ def test_contracts_kept(capsys) -> None:
     configuration.configure()  # what the `lint-imports` script does first (settings readers, printer)
     kept = lint_imports(config_filename=str(CONFIG), cache_dir=None, no_logo=True)
     assert kept, capsys.readouterr().out
+
+
+def test_no_contract_lists_an_exception() -> None:
+    """An `ignore_imports` entry would let an upward import back in while the contracts read as kept."""
+    excepted = {c["id"]: c["ignore_imports"] for c in importlinter_config()["contracts"] if c.get("ignore_imports")}
+    assert not excepted, f"imports excepted from the layer contracts: {excepted}"
+
+
+def test_the_compilers_import_nothing_above_them() -> None:
+    """mesh.compile and mesh.render reach only the spec and the shared contracts (services.common,
+    services.discovery); observability, a running service or the release layer would be an upward arrow."""
+    graph = grimp.build_graph(*importlinter_config()["root_packages"], include_external_packages=False, cache_dir=None)
+    allowed = ("mesh.compile", "mesh.render", "mesh.spec", "services.common", "services.discovery")
+    upward = sorted(
+        f"{importer} -> {imported}"
+        for importer in graph.modules
+        if importer.startswith(("mesh.compile", "mesh.render"))
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if not any(imported == a or imported.startswith(a + ".") for a in allowed)
+    )
+    assert not upward, f"the compilers import above their layer: {upward}"
 
 
 def layer_modules() -> list[str]:

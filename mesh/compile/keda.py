@@ -12,12 +12,11 @@ from typing import Any
 from mesh.compile.names import Workload, namespace, workloads
 from mesh.compile.settings import Environment
 from mesh.spec import MeshSpec
-
-QUEUE_DEPTH = "meshserve_inference_queue_depth"
+from services.common.metric_names import INFERENCE_QUEUE_DEPTH
 
 
 def queue_depth_query(w: Workload, ns: str) -> str:
-    return f'sum({QUEUE_DEPTH}{{namespace="{ns}",model="{w.model}",version="{w.version}"}})'
+    return f'sum({INFERENCE_QUEUE_DEPTH}{{namespace="{ns}",model="{w.model}",version="{w.version}"}})'
 
 
 def scaled_object(w: Workload, spec: MeshSpec, env: Environment) -> dict[str, Any]:

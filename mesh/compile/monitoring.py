@@ -1,6 +1,6 @@
 """prometheus-operator and Grafana objects: a ServiceMonitor per workload Service, the SLO alert rules
-(observability/alerts.py) as a PrometheusRule, and the dashboards (observability/dashboards/) as
-ConfigMaps that Grafana's sidecar picks up by the `grafana_dashboard` label.
+(mesh/compile/alerts.py) as a PrometheusRule, and the dashboards (mesh/compile/dashboards.py, built
+from the same spec) as ConfigMaps that Grafana's sidecar picks up by the `grafana_dashboard` label.
 
 With Istio, the ServiceMonitors scrape the istio-agent's merged endpoint (:15020/stats/prometheus,
 app metrics + Envoy's, plain HTTP outside STRICT mTLS); without it, the app's /metrics directly.
@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mesh.compile.alerts import rule_groups
+from mesh.compile.dashboards import build as build_dashboards
 from mesh.compile.kong import KONG_NAMESPACE
 from mesh.compile.names import (
     ISTIO_MERGED_METRICS_PORT,
@@ -88,8 +90,6 @@ def minimum_replicas(spec: MeshSpec, env: Environment) -> dict[tuple[str, int], 
 
 
 def prometheus_rule(spec: MeshSpec, env: Environment) -> dict[str, Any]:
-    from observability.alerts import rule_groups  # lazy: observability is another owner's package
-
     return {
         "apiVersion": MONITORING,
         "kind": "PrometheusRule",
@@ -98,11 +98,10 @@ def prometheus_rule(spec: MeshSpec, env: Environment) -> dict[str, Any]:
     }
 
 
-def dashboard_config_maps(env: Environment) -> list[dict[str, Any]]:
-    from observability.dashboards import load_dashboards
-
+def dashboard_config_maps(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
+    """The spec's dashboards (its routes, its stable and canary), one ConfigMap each."""
     out = []
-    for filename, dashboard in load_dashboards().items():
+    for filename, dashboard in sorted(build_dashboards(spec).items()):  # by file name, as on disk
         stem = filename.removesuffix(".json")
         out.append(
             {
@@ -122,4 +121,4 @@ def dashboard_config_maps(env: Environment) -> list[dict[str, Any]]:
 def compile_monitoring(spec: MeshSpec, env: Environment) -> list[dict[str, Any]]:
     monitors = [service_monitor(w, spec, env) for w in workloads(spec, env)]
     edge = kong_sidecar_metrics() if env.platform.kong and env.platform.istio else []
-    return [*monitors, *edge, prometheus_rule(spec, env), *dashboard_config_maps(env)]
+    return [*monitors, *edge, prometheus_rule(spec, env), *dashboard_config_maps(spec, env)]

@@ -3,7 +3,7 @@
 and sheds, queue depth and batch size per version, ejections, a canary's agreement and step) live from
 the local Prometheus.
 
-One source, two renderers: its panels are the Grafana dashboards' own (observability/build_dashboards.py,
+One source, two renderers: its panels are the Grafana dashboards' own (mesh/compile/dashboards.py,
 picked in observability/console/panels.py), drawn with uPlot (MIT, shipped in static/, no CDN: the page
 works offline). It runs as one supervised process of the stack (services/local/observers.py adds it)
 on a free port; `up` prints its URL.

@@ -1,6 +1,6 @@
 """Which dashboard panels the local console shows, with the template variables filled from the spec.
 
-The console draws panels of the Grafana dashboards themselves (observability/build_dashboards.py's
+The console draws panels of the Grafana dashboards themselves (mesh/compile/dashboards.py's
 models, built from the live spec): PICKS names them by dashboard and title, so a panel changed there
 changes here, and a test fails if a pick no longer exists. Pure functions: spec in, panel list out.
 """
@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mesh.compile.dashboards import build, canary_pair
 from mesh.spec import MeshSpec
-from observability.build_dashboards import build, canary_pair
 
 # (dashboard file, panel title): what users need while they work, in page order.
 PICKS: tuple[tuple[str, str], ...] = (

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common import metric_names as names
 from services.common.settings import LOG_FORMAT_ENV
 from services.common.tracing import TraceContextLogFilter, configure_tracing, instrument_app
 
@@ -26,18 +27,18 @@ SERVICE_NAME_ENV = "MESHSERVE_SERVICE_NAME"
 
 # One set of latency buckets for every duration histogram, so dashboards compare like with like.
 # Every SLO latency bound in mesh.yaml must be one of them: the latency burn-rate alerts count the
-# requests under the bound (observability/alerts.py; tests/observability/test_alerts.py checks).
+# requests under the bound (mesh/compile/alerts.py; tests/mesh/test_compile_alerts.py checks).
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
 HTTP_REQUESTS = Counter(
-    "meshserve_http_requests_total",
+    names.HTTP_REQUESTS,
     "HTTP requests answered, by service, route template, method and status code.",
     ["service", "route", "method", "code"],
 )
 HTTP_DURATION = Histogram(
-    "meshserve_http_request_duration_seconds",
+    names.HTTP_DURATION,
     "Time from request start to response end, by service and route template.",
     ["service", "route"],
     buckets=LATENCY_BUCKETS,

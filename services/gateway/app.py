@@ -35,8 +35,9 @@ from typing import Any
 from mesh.spec import SpecError, load_spec
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.client import Client, Discovery, Reply, UpstreamError
-from services.common.errors import error_body
+from services.common.errors import ProtocolError, error_body
 from services.common.routing import ModelRoute, RouteError
+from services.common.v2wire import HEADER_LENGTH
 from services.gateway import metrics, protocol
 from services.gateway.agreement import agreement, top1
 from services.gateway.headers import passed_back, upstream_headers
@@ -312,10 +313,10 @@ class Gateway:
             return
         try:
             same, different = agreement(
-                top1(answer.body, answer.headers.get("inference-header-content-length")),
-                top1(reply.body, reply.headers.get("inference-header-content-length")),
+                top1(answer.body, answer.headers.get(HEADER_LENGTH)),
+                top1(reply.body, reply.headers.get(HEADER_LENGTH)),
             )
-        except (ValueError, TypeError) as exc:
+        except (ProtocolError, ValueError, TypeError) as exc:
             log.warning("mirror comparison of %s v%s against v%s skipped: %s", name, mirror, primary, exc)
             return
         if same:

@@ -10,50 +10,51 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common import metric_names as names
 from services.common.telemetry import LATENCY_BUCKETS
 
 REQUESTS = Counter(
-    "meshserve_gateway_requests_total",
+    names.GATEWAY_REQUESTS,
     "Requests answered by the gateway, by route, upstream service, answering model version and status code.",
     ["route", "upstream", "version", "code"],
 )
 DURATION = Histogram(
-    "meshserve_gateway_request_duration_seconds",
+    names.GATEWAY_DURATION,
     "Time from request start to response end at the gateway.",
     ["route", "upstream"],
     buckets=LATENCY_BUCKETS,  # every SLO bound must be a bucket (see LATENCY_BUCKETS)
 )
-RETRIES = Counter("meshserve_gateway_retries_total", "Retries sent to an upstream.", ["upstream"])
-EJECTIONS = Counter("meshserve_gateway_ejections_total", "Outlier ejections of an upstream's hosts.", ["upstream"])
+RETRIES = Counter(names.GATEWAY_RETRIES, "Retries sent to an upstream.", ["upstream"])
+EJECTIONS = Counter(names.GATEWAY_EJECTIONS, "Outlier ejections of an upstream's hosts.", ["upstream"])
 # `host`, not `instance`: with honor_labels the app's label would overwrite Prometheus's target label.
-EJECTED = Gauge("meshserve_gateway_ejected", "1 while a host is ejected by outlier detection.", ["upstream", "host"])
-RATE_LIMITED = Counter("meshserve_gateway_rate_limited_total", "Requests refused with 429.", ["consumer"])
+EJECTED = Gauge(names.GATEWAY_EJECTED, "1 while a host is ejected by outlier detection.", ["upstream", "host"])
+RATE_LIMITED = Counter(names.GATEWAY_RATE_LIMITED, "Requests refused with 429.", ["consumer"])
 REJECTED = Counter(
-    "meshserve_gateway_rejected_total",
+    names.GATEWAY_REJECTED,
     "Requests failed fast without (another) try: 503 for pending_overflow and no_healthy_upstream, 502 for "
     "query_of_death (the same request reset the connection of two hosts).",
     ["upstream", "reason"],
 )
 RETRIES_SKIPPED = Counter(
-    "meshserve_gateway_retries_skipped_total",
+    names.GATEWAY_RETRIES_SKIPPED,
     "Retries not sent although retry_on allowed them (reason: retry_budget, Envoy's retry budget).",
     ["upstream", "reason"],
 )
 SPEC_RELOADS = Counter(
-    "meshserve_gateway_spec_reloads_total",
+    names.GATEWAY_SPEC_RELOADS,
     "Changed mesh.yaml files by outcome: applied, invalid (kept the old one), refused (would lock everyone out).",
     ["outcome"],
 )
 SPEC_REFUSED = Gauge(
-    "meshserve_gateway_spec_reload_refused", "1 while the latest mesh.yaml change was refused and the old spec serves."
+    names.GATEWAY_SPEC_RELOAD_REFUSED, "1 while the latest mesh.yaml change was refused and the old spec serves."
 )
 MIRROR_REQUESTS = Counter(
-    "meshserve_gateway_mirror_requests_total",
+    names.GATEWAY_MIRROR_REQUESTS,
     "Mirrored (shadow) requests by outcome: ok, error (status or failure), dropped (too many in flight).",
     ["model", "version", "outcome"],
 )
 MIRROR_AGREEMENT = Counter(
-    "meshserve_gateway_mirror_agreement_total",
+    names.GATEWAY_MIRROR_AGREEMENT,
     "Mirrored infer rows whose top-1 class matched (agree=true) or not the primary version's answer.",
     ["model", "primary", "mirror", "agree"],
 )

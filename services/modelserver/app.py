@@ -22,17 +22,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.compression import UnsupportedEncoding, decompress
-from services.common.errors import error_body
+from services.common.errors import ProtocolError, error_body, quoted
 from services.common.telemetry import setup_service
 from services.common.tracing import trace_asgi
-from services.modelserver.codec import (
-    InferRequest,
-    ProtocolError,
-    decode_request,
-    encode_response,
-    quoted,
-    split_body,
-)
+from services.common.v2wire import split_body, write_response
+from services.modelserver.codec import InferRequest, decode_request
 from services.modelserver.dataplane import DataPlane, Output, Settings
 from services.modelserver.repository import ServingVersion, is_version
 from services.modelserver.triton import model_config, model_statistics
@@ -159,7 +153,7 @@ class InferenceApp:
 
 def _encode(serving: ServingVersion, request: InferRequest, outputs: list[Output]) -> tuple:
     """The REST answer: JSON, or JSON header + binary tensors (binary data extension)."""
-    payload, json_length = encode_response(serving.model, serving.name_version, request.id, outputs)
+    payload, json_length = write_response(serving.model, serving.name_version, request.id, outputs)
     extra = [(b"x-model-version", serving.header_version)]
     if json_length is None:
         return 200, payload, _JSON, extra

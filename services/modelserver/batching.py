@@ -20,8 +20,9 @@ from concurrent.futures import Future as ThreadFuture
 
 import numpy as np
 
+from services.common.errors import ProtocolError
 from services.common.tracing import record_span, tracing_enabled
-from services.modelserver.codec import InferRequest, ProtocolError
+from services.modelserver.codec import InferRequest
 from services.modelserver.config import ModelConfig
 from services.modelserver.health import FailureWindow
 from services.modelserver.metrics import VersionMetrics

@@ -1,47 +1,23 @@
-"""Open Inference Protocol (v2) infer bodies <-> numpy, JSON and the binary tensor data extension.
+"""Open Inference Protocol (v2) infer requests -> numpy, checked against the model's signature.
 
-Speaks the binary extension exactly as tritonclient.http does: a JSON header whose length is in
-`Inference-Header-Content-Length`, then raw tensors in input order, each sized by
-`parameters.binary_data_size`; BYTES elements carry a 4-byte little-endian length prefix.
+The wire itself (the Inference-Header-Content-Length split, the binary offset walk, reading one tensor,
+writing the response) is services/common/v2wire.py's, shared with the pipeline and the gateway; here
+are what only a model server decides: the signature and batch checks, the JSON data paths (jsonload's
+large-body path included) and the InferRequest the data plane runs.
 Every failure is a ProtocolError whose message names the tensor and what was wrong.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 
 from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
-from services.common.errors import HTTPError
+from services.common.v2wire import bad, object_array, read_tensor
 from services.modelserver import jsonload
 from services.modelserver.signature import Signature
-
-_NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
-_LEN = struct.Struct("<I")
-
-
-class ProtocolError(HTTPError):
-    """A request the server refuses; `headers` go with the answer (e.g. retry-after)."""
-
-    def __init__(self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        super().__init__(status, message)
-        self.headers = headers
-
-    def __reduce__(self) -> tuple:  # travels back from the decoder process intact
-        return (type(self), (self.status, self.message, self.headers))
-
-
-def bad(message: str) -> ProtocolError:
-    return ProtocolError(400, message)
-
-
-def quoted(text: str) -> str:
-    """A client-supplied value as an error message quotes it: repr, cut short."""
-    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
 
 
 @dataclass(slots=True)
@@ -51,27 +27,6 @@ class InferRequest:
     batch: int  # rows along the batch dimension; 1 for models without one
     outputs: list[tuple[str, bool]]  # (name, binary) in the order to answer
     timeout_us: int | None
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview]:
-    """JSON header and binary tail; `header_length` is the Inference-Header-Content-Length value."""
-    if header_length is None:
-        return body, memoryview(b"")
-    try:
-        if len(header_length) > 18:  # past any body size, and int() of 4,300+ digits raises anyway
-            raise ValueError
-        n = int(header_length)
-    except ValueError:
-        raise bad(
-            f"Inference-Header-Content-Length {quoted(header_length)} is not an integer of at most 18 digits"
-        ) from None
-    if n < 0 or n > len(body):
-        raise bad(f"Inference-Header-Content-Length is {n} but the body has only {len(body)} bytes")
-    view = memoryview(body)
-    return view[:n], view[n:]
 
 
 _INT = frozenset({int})
@@ -119,12 +74,6 @@ def _flatten_strings(name: str, data: object) -> list[str]:
         else:
             stack.pop()
     return out
-
-
-def _object_array(items: list) -> np.ndarray:
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = items
-    return arr
 
 
 def _inferred(name: str, datatype: str, data: list) -> np.ndarray:
@@ -180,7 +129,7 @@ def _from_json(name: str, datatype: str, data: object, count: int, may_hold_bool
     elif not isinstance(data, list):
         raise bad(f"input {name!r}: 'data' must be a list, got {type(data).__name__}")
     elif datatype == "BYTES":
-        arr = _object_array(_flatten_strings(name, data))
+        arr = object_array(_flatten_strings(name, data))
     else:
         arr = None
     dtype = V2_TO_NUMPY[datatype]
@@ -228,40 +177,6 @@ def _big_integers(name: str, datatype: str, data: list) -> np.ndarray:
     if any(v < low or v > high for v in flat):
         raise bad(f"input {name!r}: values out of range for {datatype} [{low}, {high}]")
     return np.array(flat.tolist(), dtype=V2_TO_NUMPY[datatype])
-
-
-def _strings_from_binary(name: str, raw: memoryview, count: int) -> np.ndarray:
-    items: list[str] = []
-    offset, end = 0, len(raw)
-    while offset < end:
-        if offset + 4 > end:
-            raise bad(f"input {name!r}: truncated BYTES length prefix at byte {offset}")
-        (n,) = _LEN.unpack_from(raw, offset)
-        offset += 4
-        if offset + n > end:
-            raise bad(f"input {name!r}: BYTES element of {n} bytes runs past the tensor's data")
-        try:
-            items.append(str(raw[offset : offset + n], "utf-8"))
-        except UnicodeDecodeError:
-            raise bad(f"input {name!r}: BYTES element {len(items)} is not UTF-8 (ONNX strings are)") from None
-        offset += n
-    if len(items) != count:
-        raise bad(f"input {name!r}: binary data has {len(items)} BYTES elements, the shape needs {count}")
-    return _object_array(items)
-
-
-def _from_binary(
-    name: str, datatype: str, raw: memoryview, count: int, size_field: str = "binary_data_size is"
-) -> np.ndarray:
-    """Raw tensor bytes (REST's binary extension, gRPC's raw contents) as an array, without a copy."""
-    if datatype == "BYTES":
-        return _strings_from_binary(name, raw, count)
-    dtype = V2_TO_NUMPY[datatype]
-    if len(raw) != count * dtype.itemsize:
-        raise bad(
-            f"input {name!r}: {size_field} {len(raw)} bytes, {count} {datatype} elements need {count * dtype.itemsize}"
-        )
-    return np.frombuffer(raw, dtype=dtype, count=count)
 
 
 def _param(params: object, name: str) -> dict:
@@ -333,14 +248,7 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
         count = math.prod(shape)
         size = _param(raw.get("parameters"), f"input {name!r}").get("binary_data_size")
         if size is not None:
-            if type(size) is not int or size < 0:
-                raise bad(f"input {name!r}: binary_data_size must be a non-negative integer")
-            if offset + size > len(binary):
-                raise bad(
-                    f"input {name!r}: binary_data_size {size} runs past the end of the body "
-                    f"({len(binary) - offset} binary bytes left)"
-                )
-            arr = _from_binary(name, datatype, binary[offset : offset + size], count)
+            arr = read_tensor(name, datatype, binary, offset, size, count)
             offset += size
         elif "data" in raw:
             if count > (len(header) + 1) // 2:  # every JSON element takes a character and a separator
@@ -391,67 +299,3 @@ def decode_request(header: bytes | memoryview, binary: memoryview, signature: Si
     if request_id is not None and not isinstance(request_id, str):
         raise bad("'id' must be a string")
     return InferRequest(request_id, inputs, batch or 1, outputs, timeout)
-
-
-# ---------------------------------------------------------------- encoding
-
-
-def _strings_to_binary(arr: np.ndarray) -> bytes:
-    parts: list[bytes] = []
-    for item in arr.reshape(-1):
-        raw = item if isinstance(item, bytes) else str(item).encode()
-        parts.append(_LEN.pack(len(raw)))
-        parts.append(raw)
-    return b"".join(parts)
-
-
-def _spell_non_finite(described: list[dict]) -> bool:
-    """JSON has no NaN or infinity (orjson would write null, which reads back as "missing"): such values
-    go as the strings "NaN", "Infinity", "-Infinity", which numpy, and so tritonclient's as_numpy(), reads
-    back as the same floats. Binary outputs carry them as they are. True if any value was replaced."""
-    replaced = False
-    for entry in described:
-        flat = entry.get("data")
-        if not isinstance(flat, np.ndarray) or flat.dtype.kind != "f":
-            continue
-        bad_at = np.flatnonzero(~np.isfinite(flat)).tolist()
-        if not bad_at:
-            continue
-        values = flat.tolist()
-        for i in bad_at:
-            value = values[i]
-            values[i] = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-        entry["data"] = values
-        replaced = True
-    return replaced
-
-
-def encode_response(
-    model: str,
-    version: str,
-    request_id: str | None,
-    outputs: list[tuple[str, str, np.ndarray, bool]],
-) -> tuple[bytes, int | None]:
-    """Body and, when any output travels binary, the JSON header length for the response header."""
-    described = []
-    blobs: list[bytes | memoryview] = []
-    for name, datatype, arr, binary in outputs:
-        entry: dict = {"name": name, "datatype": datatype, "shape": arr.shape}
-        if binary:
-            blob = _strings_to_binary(arr) if datatype == "BYTES" else memoryview(np.ascontiguousarray(arr)).cast("B")
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        elif datatype == "BYTES":
-            entry["data"] = [x if isinstance(x, str) else bytes(x).decode("utf-8", "replace") for x in arr.flat]
-        else:
-            entry["data"] = np.ascontiguousarray(arr).reshape(-1)
-        described.append(entry)
-    doc: dict = {"model_name": model, "model_version": version, "outputs": described}
-    if request_id is not None:
-        doc["id"] = request_id
-    header = orjson.dumps(doc, option=_NUMPY_OPT)
-    if b"null" in header and _spell_non_finite(described):  # orjson writes NaN/inf as null: rare, so checked after
-        header = orjson.dumps(doc, option=_NUMPY_OPT)
-    if not blobs:
-        return header, None
-    return b"".join([header, *blobs]), len(header)

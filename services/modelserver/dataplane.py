@@ -18,7 +18,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from services.modelserver.codec import InferRequest, ProtocolError
+from services.common.errors import ProtocolError
+from services.modelserver.codec import InferRequest
 from services.modelserver.decodepool import DecodePool
 from services.modelserver.repository import Repository, ServingVersion
 

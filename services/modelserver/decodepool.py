@@ -22,7 +22,8 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from services.modelserver.codec import InferRequest, ProtocolError, decode_request
+from services.common.errors import ProtocolError
+from services.modelserver.codec import InferRequest, decode_request
 from services.modelserver.metrics import DECODES_IN_WORKER
 from services.modelserver.signature import Signature
 

@@ -15,7 +15,9 @@ from types import ModuleType
 import numpy as np
 
 from services.common.datatypes import INTEGER_LIMITS, V2_TO_NUMPY
-from services.modelserver.codec import InferRequest, ProtocolError, _from_binary, bad
+from services.common.errors import ProtocolError
+from services.common.v2wire import bad, read_tensor, strings_to_binary
+from services.modelserver.codec import InferRequest
 from services.modelserver.repository import ServingVersion
 from services.modelserver.signature import Signature
 
@@ -62,7 +64,7 @@ def _shape(name: str, dims: object, expected: tuple[int, ...], max_batch: int) -
 
 
 def _from_raw(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray:
-    return _from_binary(name, datatype, memoryview(raw), count, "raw_input_contents has")
+    return read_tensor(name, datatype, memoryview(raw), 0, len(raw), count, size_field="raw_input_contents has")
 
 
 def _from_contents(name: str, datatype: str, contents: object, count: int) -> np.ndarray:
@@ -158,15 +160,6 @@ def decode_infer(request: object, deadline_us: int | None, signature: Signature)
     return InferRequest(request.id or None, inputs, batch or 1, outputs, timeout)  # type: ignore[attr-defined]
 
 
-def _strings_to_raw(arr: np.ndarray) -> bytes:
-    parts: list[bytes] = []
-    for item in arr.reshape(-1):
-        data = item if isinstance(item, bytes) else str(item).encode()
-        parts.append(len(data).to_bytes(4, "little"))
-        parts.append(data)
-    return b"".join(parts)
-
-
 def encode_infer(
     pb2: ModuleType, serving: ServingVersion, request: InferRequest, outputs: list[tuple[str, str, np.ndarray, bool]]
 ) -> object:
@@ -189,7 +182,7 @@ def encode_infer(
             else:
                 getattr(tensor.contents, field).extend(flat.tolist())
         elif datatype == "BYTES":
-            response.raw_output_contents.append(_strings_to_raw(arr))
+            response.raw_output_contents.append(strings_to_binary(arr))
         else:
             response.raw_output_contents.append(np.ascontiguousarray(arr).tobytes())
     return response

@@ -18,8 +18,9 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.errors import ProtocolError
 from services.common.proto import load
-from services.modelserver.codec import InferRequest, ProtocolError
+from services.modelserver.codec import InferRequest
 from services.modelserver.dataplane import DataPlane, Output
 from services.modelserver.grpc_codec import decode_infer, encode_infer, grpc_status_name
 from services.modelserver.repository import ServingVersion

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 from services.common import leanmetrics as lean
+from services.common import metric_names as names
 from services.common.telemetry import LATENCY_BUCKETS
 from services.modelserver.stats import VersionStats
 
@@ -17,60 +18,58 @@ OUTCOMES = ("success", "error", "rejected", "timeout")
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 REQUESTS = lean.Counter(
-    "meshserve_inference_requests_total",
+    names.INFERENCE_REQUESTS,
     "Infer requests answered, by outcome (success|error|rejected|timeout).",
     [*LABELS, "outcome"],
 )
 REQUEST_DURATION = lean.Histogram(
-    "meshserve_inference_request_duration_seconds",
+    names.INFERENCE_DURATION,
     "End-to-end time of an infer request inside the server (body read to response sent).",
     LABELS,
     buckets=LATENCY_BUCKETS,
 )
 QUEUE_DURATION = lean.Histogram(
-    "meshserve_inference_queue_duration_seconds",
+    names.INFERENCE_QUEUE_DURATION,
     "Time a request waited in the batcher queue before its batch started.",
     LABELS,
     buckets=LATENCY_BUCKETS,
 )
 COMPUTE_DURATION = lean.Histogram(
-    "meshserve_inference_compute_duration_seconds",
+    names.INFERENCE_COMPUTE_DURATION,
     "onnxruntime time per execution (one batch), including batch concatenation.",
     LABELS,
     buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = lean.Histogram(
-    "meshserve_inference_batch_size",
+    names.INFERENCE_BATCH_SIZE,
     "Batch size of each execution (rows along the batch dimension); _count is executions.",
     LABELS,
     buckets=_BATCH,
 )
-INFERENCES = lean.Counter("meshserve_inference_count_total", "Inferences executed (batch items, not requests).", LABELS)
-EXECUTIONS = lean.Counter("meshserve_inference_exec_count_total", "Model executions (batches).", LABELS)
-IN_FLIGHT = lean.Gauge("meshserve_inference_in_flight", "Requests queued or executing.", LABELS)
-QUEUE_DEPTH = lean.Gauge(
-    "meshserve_inference_queue_depth", "Requests waiting in the queue (the autoscaling signal).", LABELS
-)
+INFERENCES = lean.Counter(names.INFERENCE_COUNT, "Inferences executed (batch items, not requests).", LABELS)
+EXECUTIONS = lean.Counter(names.INFERENCE_EXEC_COUNT, "Model executions (batches).", LABELS)
+IN_FLIGHT = lean.Gauge(names.INFERENCE_IN_FLIGHT, "Requests queued or executing.", LABELS)
+QUEUE_DEPTH = lean.Gauge(names.INFERENCE_QUEUE_DEPTH, "Requests waiting in the queue (the autoscaling signal).", LABELS)
 MODEL_STATE = Gauge(
-    "meshserve_model_state", "1 for the current state of a model version, 0 for the others.", [*LABELS, "state"]
+    names.MODEL_STATE, "1 for the current state of a model version, 0 for the others.", [*LABELS, "state"]
 )
 DECODES_IN_WORKER = Gauge(
-    "meshserve_inference_large_decodes",
+    names.INFERENCE_LARGE_DECODES,
     "Large JSON request bodies in the decoder process or waiting for it (one is decoded at a time).",
 )
 EXECUTION_FAILURES = Counter(
-    "meshserve_model_execution_failures_total",
+    names.MODEL_EXECUTION_FAILURES,
     "Model executions (batches) that failed inside the server (answered 500); input errors are not counted.",
     LABELS,
 )
 HEALTHY = Gauge(
-    "meshserve_model_healthy",
+    names.MODEL_HEALTHY,
     "1 while a serving version's recent executions mostly succeed, 0 while it is failing (see health.py).",
     LABELS,
 )
-LOAD_FAILURES = Counter("meshserve_model_load_failures_total", "Failed loads of a model version.", LABELS)
+LOAD_FAILURES = Counter(names.MODEL_LOAD_FAILURES, "Failed loads of a model version.", LABELS)
 EXECUTION_PROVIDER = Gauge(
-    "meshserve_model_execution_provider",
+    names.MODEL_EXECUTION_PROVIDER,
     "1 per onnxruntime execution provider a loaded model version really runs on (session.get_providers()).",
     [*LABELS, "provider"],
 )

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from services.common.errors import ProtocolError, quoted
 from services.common.files import FileIdentity, file_identity
 from services.modelserver import warmup
 from services.modelserver.batching import Batcher
-from services.modelserver.codec import ProtocolError, quoted
 from services.modelserver.config import CONFIG_FILE, MODEL_FILE, ModelConfig, load_config
 from services.modelserver.health import FailureWindow
 from services.modelserver.metrics import LOAD_FAILURES, VersionMetrics, clear_providers, set_providers, set_state

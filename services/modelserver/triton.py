@@ -8,7 +8,7 @@ answers `GET .../config` and, parsed into protobuf, gRPC `ModelConfig`.
 
 from __future__ import annotations
 
-from services.modelserver.codec import ProtocolError
+from services.common.errors import ProtocolError
 from services.modelserver.config import ModelConfig
 from services.modelserver.repository import Repository, ServingVersion
 from services.modelserver.signature import TensorSig

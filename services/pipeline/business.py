@@ -33,14 +33,22 @@ from starlette.responses import Response
 
 from mesh.spec import MeshSpec, Pipeline, Resilience, SpecError, load_spec, parse_version
 from services.common.client import DEPENDENCY_FAILED_HEADER, Client, Reply, UpstreamError, bind_request_headers
-from services.common.errors import HTTPError, error_body
+from services.common.errors import HTTPError, ProtocolError, error_body
 from services.common.files import file_identity
 from services.common.routing import ModelRoute, RouteError, build_model_route
 from services.common.traffic import TrafficSettings, single_try
+from services.common.v2wire import (
+    HEADER_LENGTH,
+    OCTET,
+    SHAPE_HEADER,
+    raw_headers,
+    read_raw,
+    read_response,
+    write_request,
+)
 from services.discovery import Discovery
 from services.pipeline.service import JSON, BadRequest, create_app, error_response, read_body
 from services.pipeline.shadow import Shadow
-from services.pipeline.tensors import OCTET, SHAPE_HEADER, from_raw, shape_header, v2_infer_request, v2_output
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +135,20 @@ class StageFailed(HTTPError):
         self.headers, self.stage = headers or {}, stage
 
 
+def _model_output(service: str, reply: Reply, name: str) -> np.ndarray:
+    """The model's output `name` as FP32; a body that is not a v2 infer response is the model's failure (502)."""
+    try:
+        tensor = read_response(reply.body, reply.headers.get(HEADER_LENGTH)).get(name)
+    except ProtocolError as exc:
+        raise StageFailed(
+            502, f"{service} answered a body that is not a v2 infer response: {exc.message}", stage=service
+        ) from None
+    if tensor is None or tensor.dtype.kind not in "biuf":
+        found = "no" if tensor is None else f"a {tensor.dtype} (not numeric)"
+        raise StageFailed(502, f"{service}'s answer has {found} output {name!r}", stage=service)
+    return tensor.astype(np.float32, copy=False)
+
+
 def _error_text(reply: Reply) -> str:
     try:
         return str(orjson.loads(reply.body).get("error", reply.body[:200]))
@@ -174,7 +196,7 @@ class PipelineRunner:
     async def _model(self, plan: Plan, call: ModelCall, tensor: np.ndarray) -> tuple[np.ndarray, int]:
         """The model's output and the version that computed it (in mesh mode, named by the answer)."""
         input_name, output_name = await self._signature(plan, call)
-        body, headers = v2_infer_request(input_name, tensor, [output_name])
+        body, headers = write_request({input_name: tensor.astype("<f4", copy=False)}, [output_name])
         reply = await self.client.request(
             call.service,
             "POST",
@@ -195,7 +217,7 @@ class PipelineRunner:
             except ValueError:
                 message = f"{call.service} answered without a valid x-model-version header"
                 raise StageFailed(502, message, stage=call.service) from None
-        return v2_output(reply.body, reply.headers, output_name), version
+        return _model_output(call.service, reply, output_name), version
 
     async def run(self, plan: Plan, call: ModelCall, body: bytes, content_type: str) -> dict:
         payload, headers = body, {"content-type": content_type or JSON, "accept": OCTET}
@@ -209,13 +231,18 @@ class PipelineRunner:
                 tensor, version = await self._model(plan, call, tensor)
                 self.shadow.after_model(plan, call, model_input, tensor)
                 payload = tensor.astype("<f4", copy=False).tobytes()
-                headers = {"content-type": OCTET, SHAPE_HEADER: shape_header(tensor.shape), "accept": OCTET}
+                headers = {**raw_headers(tensor.shape), "accept": OCTET}
                 continue
             reply = await self._stage(plan, service, kind, payload, headers)
             if reply.headers.get("content-type", "").startswith(OCTET):
-                tensor = from_raw(reply.body, reply.headers.get(SHAPE_HEADER))
+                try:
+                    tensor = read_raw(reply.body, reply.headers.get(SHAPE_HEADER))
+                except ProtocolError as exc:
+                    raise StageFailed(
+                        502, f"{service} answered a tensor that does not read: {exc.message}", stage=service
+                    ) from None
                 payload = reply.body
-                headers = {"content-type": OCTET, SHAPE_HEADER: reply.headers[SHAPE_HEADER], "accept": OCTET}
+                headers = {**raw_headers(tensor.shape), "accept": OCTET}
             else:
                 result = reply.json()
         if result is None or not result.get("predictions"):

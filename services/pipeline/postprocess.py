@@ -15,8 +15,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.common.v2wire import OCTET, SHAPE_HEADER, read_raw
 from services.pipeline.service import BadRequest, create_app, json_response
-from services.pipeline.tensors import OCTET, SHAPE_HEADER, from_raw
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -74,7 +74,7 @@ def build_app(service: str, k: int, labels: tuple[str, ...] | None):
         if len(body) > MAX_BODY_BYTES:
             raise BadRequest(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
         if request.headers.get("content-type", "").startswith(OCTET):
-            logits = as_logits(from_raw(body, request.headers.get(SHAPE_HEADER)))
+            logits = as_logits(read_raw(body, request.headers.get(SHAPE_HEADER)))
         else:
             try:
                 doc = orjson.loads(body)

@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.common.v2wire import OCTET, raw_headers
 from services.pipeline.service import BadRequest, create_app, json_response, read_body
-from services.pipeline.tensors import DATATYPE_HEADER, OCTET, SHAPE_HEADER, shape_header
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Decoded pixels at most (a 2048 x 2048 image): a small compressed body can decode to gigabytes, and a
@@ -140,8 +140,7 @@ def build_app(service: str, params: Params):
         # Decoding and resizing take milliseconds of CPU (Pillow and numpy release the GIL): off the event loop.
         tensor = await run_in_threadpool(lambda: to_tensor(parse_body(body, content_type, params), params))
         if OCTET in request.headers.get("accept", ""):
-            headers = {SHAPE_HEADER: shape_header(tensor.shape), DATATYPE_HEADER: "FP32"}
-            return Response(tensor.tobytes(), headers=headers, media_type=OCTET)
+            return Response(tensor.tobytes(), headers=raw_headers(tensor.shape))
         return json_response(
             {"name": params.input_name, "datatype": "FP32", "shape": tensor.shape, "data": tensor.ravel()}
         )

@@ -62,7 +62,7 @@ def create_app(
     on_start: Callable[[], Awaitable[None]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with telemetry, /healthz, /ready and the BadRequest -> {"error"} handler."""
+    """A FastAPI app with telemetry, /healthz, /ready and the HTTPError (BadRequest...) -> {"error"} handler."""
     health = Health()
 
     @contextlib.asynccontextmanager
@@ -91,8 +91,8 @@ def create_app(
             return json_response({"status": "ready", "service": service})
         return error_response(503, f"{service} is not ready", {"retry-after": "1"})
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(_: Request, exc: BadRequest) -> Response:
+    @app.exception_handler(HTTPError)  # BadRequest, and the wire codec's ProtocolError (a malformed tensor frame)
+    async def bad_request(_: Request, exc: HTTPError) -> Response:
         return error_response(exc.status, exc.message)
 
     setup_service(app, service)

@@ -6,7 +6,7 @@ route users actually call gave canary analysis no comparison at all. Here, after
 call answered, a share (`traffic.mirror.percentage`) of calls sends the same input tensor to the
 mirror version's own service in the background, and the top-1 class of each row is compared with the
 primary's: `meshserve_pipeline_mirror_agreement_total` (the labels of the gateway's counter, so
-observability.queries sums both). The caller never waits for the mirror; at most MAX_IN_FLIGHT
+mesh/compile/promql.py sums both). The caller never waits for the mirror; at most MAX_IN_FLIGHT
 shadows run at once (the rest are counted `dropped`), so memory stays bounded under load.
 
 Only where the business API picks the version itself (MESHSERVE_TRAFFIC=client, the local stack): in
@@ -28,22 +28,24 @@ from typing import Any, Protocol
 import numpy as np
 from prometheus_client import Counter, Gauge
 
+from services.common import metric_names as names
+
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 256
 
 MIRROR_REQUESTS = Counter(
-    "meshserve_pipeline_mirror_requests_total",
+    names.PIPELINE_MIRROR_REQUESTS,
     "Model calls of a pipeline shadowed on the mirror version, by outcome: ok, error, dropped (too many in flight).",
     ["model", "version", "outcome"],
 )
 MIRROR_AGREEMENT = Counter(
-    "meshserve_pipeline_mirror_agreement_total",
+    names.PIPELINE_MIRROR_AGREEMENT,
     "Rows of a pipeline's mirrored model call whose top-1 class matched (agree=true) the primary version's or not.",
     ["model", "primary", "mirror", "agree"],
 )
 TRAFFIC_WEIGHT = Gauge(
-    "meshserve_pipeline_traffic_weight_ratio",
+    names.PIPELINE_TRAFFIC_WEIGHT,
     "The spec's traffic weight of each model version (0..1) as the business API applies it.",
     ["model", "version"],
 )

@@ -1,5 +1,6 @@
 """mesh/compile/monitoring.py: ServiceMonitors that find their Services' metrics port, the SLO rules
-from observability/alerts.py as one PrometheusRule, the dashboards as Grafana sidecar ConfigMaps."""
+from mesh/compile/alerts.py as one PrometheusRule, the spec's dashboards (mesh/compile/dashboards.py)
+as Grafana sidecar ConfigMaps."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mesh.compile import k8s, keda, monitoring
+from mesh.compile.alerts import rule_groups
+from mesh.compile.dashboards import build
 from mesh.compile.settings import Environment, Platform, load_stack
-from mesh.spec import load_spec
-from observability.alerts import rule_groups
-from observability.dashboards import load_dashboards
+from mesh.spec import DEFAULT_SPEC_PATH, load_spec, read_yaml, validate_spec
 from tests.mesh.schemas import validate_builtin, validate_custom
 
 SPEC = load_spec()
@@ -88,7 +89,7 @@ def test_alert_minimum_is_kedas_min_replica_count(stack: str) -> None:
 
 def test_dashboards_become_sidecar_config_maps() -> None:
     maps = [o for o in monitoring.compile_monitoring(SPEC, Environment()) if o["kind"] == "ConfigMap"]
-    dashboards = load_dashboards()
+    dashboards = build(SPEC)
     assert len(maps) == len(dashboards) > 0
     for config_map in maps:
         validate_builtin(config_map)
@@ -99,14 +100,33 @@ def test_dashboards_become_sidecar_config_maps() -> None:
         assert len(text.encode()) < CONFIGMAP_LIMIT
 
 
-def test_wrappers_take_whatever_observability_provides(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The compiler wraps the interface, not today's content: a tiny fake flows through unchanged."""
-    import observability.alerts
-    import observability.dashboards
+def _dashboard(spec_doc: dict, filename: str) -> dict:
+    objects = monitoring.compile_monitoring(validate_spec(spec_doc), Environment())
+    (text,) = [o["data"][filename] for o in objects if o["kind"] == "ConfigMap" and filename in o["data"]]
+    return json.loads(text)
 
+
+def test_the_dashboards_are_the_compiled_specs_own() -> None:
+    """The ConfigMaps carry the dashboards of the spec being compiled (its routes, its stable and canary),
+    not the repository's demo files: a user's spec gets dashboards of its own routes."""
+    doc = read_yaml(DEFAULT_SPEC_PATH)
+    route = "/v1/numbers:classify"
+    (pipeline,) = doc["pipelines"].values()
+    old_route, pipeline["route"] = pipeline["route"], route
+    for slo in doc["slos"]:
+        slo["route"] = route if slo["route"] == old_route else slo["route"]
+    doc["models"]["digits"]["traffic"] = {"weights": {1: 0, 2: 100}, "stable": 2}
+    overview = [t["expr"] for p in _dashboard(doc, "service-overview.json")["panels"] for t in p["targets"]]
+    assert any(f'route="{route}"' in e for e in overview) and not any(old_route in e for e in overview)
+    canary = {v["name"]: v for v in _dashboard(doc, "canary-comparison.json")["templating"]["list"]}
+    assert canary["stable"]["current"]["value"] == "2" and canary["canary"]["current"]["value"] == "1"
+
+
+def test_wrappers_take_whatever_the_generators_provide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiler wraps the interface, not today's content: a tiny fake flows through unchanged."""
     fake_groups = [{"name": "fake", "rules": [{"alert": "Fake", "expr": "vector(1) > 0"}]}]
-    monkeypatch.setattr(observability.alerts, "rule_groups", lambda spec, replicas=None: fake_groups)
-    monkeypatch.setattr(observability.dashboards, "load_dashboards", lambda: {"x.json": {"title": "X", "panels": []}})
+    monkeypatch.setattr(monitoring, "rule_groups", lambda spec, replicas=None: fake_groups)
+    monkeypatch.setattr(monitoring, "build_dashboards", lambda spec: {"x.json": {"title": "X", "panels": []}})
     objects = monitoring.compile_monitoring(SPEC, Environment())
     assert next(o for o in objects if o["kind"] == "PrometheusRule")["spec"]["groups"] == fake_groups
     (config_map,) = [o for o in objects if o["kind"] == "ConfigMap"]

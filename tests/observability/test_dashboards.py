@@ -10,9 +10,10 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from mesh import canary
+from mesh.compile.dashboards import SCHEMA_VERSION_RANGE, canary_comparison
 from mesh.spec import load_spec, read_yaml
 from observability import build_dashboards
-from observability.dashboards import load_dashboards, panel_queries
+from observability.dashboards import DASHBOARD_DIR, load_dashboards, panel_queries
 from tests.observability.livestack import REPO, VARIABLES
 
 REQUIRED = {
@@ -26,7 +27,7 @@ REQUIRED = {
 
 
 def test_files_are_what_the_builder_writes() -> None:
-    on_disk = {name: build_dashboards.DASHBOARD_DIR.joinpath(name).read_text() for name in build_dashboards.render()}
+    on_disk = {name: DASHBOARD_DIR.joinpath(name).read_text() for name in build_dashboards.render()}
     assert on_disk == build_dashboards.render(), "run `python -m observability.build_dashboards`"
 
 
@@ -91,7 +92,7 @@ def test_imports_into_grafana_10_and_11(name: str) -> None:
     understood by 10.x), a datasource variable every panel and query points at (so the import asks
     for the Prometheus datasource), core panel types, a grid that fits 24 columns without overlaps."""
     d = load_dashboards()[name]
-    low, high = build_dashboards.SCHEMA_VERSION_RANGE
+    low, high = SCHEMA_VERSION_RANGE
     assert low <= d["schemaVersion"] <= high, d["schemaVersion"]
     assert 0 < len(d["uid"]) <= 40 and d["title"]
     variables = {v["name"]: v for v in d["templating"]["list"]}
@@ -146,7 +147,7 @@ def test_the_canary_dashboard_opens_on_the_specs_stable_and_canary(tmp_path: Pat
     doc["repository"] = str(REPO / "models")
     path.write_text(canary.dump(doc))
     spec = load_spec(path, check_repository=False)
-    promoted = _variables(build_dashboards.canary_comparison(spec))
+    promoted = _variables(canary_comparison(spec))
     assert promoted["stable"]["current"]["value"] == "2" and promoted["canary"]["current"]["value"] == "1"
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mesh.compile.alerts import write_rules
 from mesh.spec import load_spec
-from observability.alerts import write_rules
 from observability.prometheus import file_sd_targets, prometheus_config
 from services.discovery import Endpoint
 

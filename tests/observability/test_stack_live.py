@@ -13,8 +13,8 @@ import pytest
 
 from mesh.canary import apply_to_file
 from mesh.canary_analysis import set_mirror
+from mesh.compile.alerts import alert_signals, rule_groups
 from mesh.spec import load_spec
-from observability.alerts import alert_signals, rule_groups
 from observability.dashboards import load_dashboards, panel_queries
 from services.local.supervisor import LocalStack
 from tests.observability.livestack import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from loadtests.bench.largebodies import LARGE_NUMBERS, large_body
-from services.modelserver.codec import ProtocolError, decode_request
+from services.common.errors import ProtocolError
+from services.modelserver.codec import decode_request
 from services.modelserver.signature import Signature, TensorSig
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mesh.compile.dashboards import build
 from mesh.spec import load_spec
-from observability.build_dashboards import build
 from observability.console.app import BadQuery, spec_summary, window
 from observability.console.panels import PICKS, console_panels, fill, legend, rate_interval, variables
 

@@ -8,9 +8,8 @@ import orjson
 import pytest
 
 from services.common.client import NoHealthyUpstream, QueryOfDeath, UpstreamError, UpstreamTimeout
-from services.common.errors import HTTPError, error_body
+from services.common.errors import HTTPError, ProtocolError, error_body
 from services.common.routing import RouteError
-from services.modelserver.codec import ProtocolError
 from services.pipeline.business import StageFailed
 from services.pipeline.service import BadRequest
 

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from mesh.spec import validate_spec
+from services.common.errors import ProtocolError
 from services.common.routing import RouteError
 from services.gateway.agreement import agreement, top1
 from services.gateway.policy import build_policy, split_model_path
@@ -152,7 +153,12 @@ def test_agreement_counts_rows() -> None:
 
 
 def test_top1_rejects_what_is_not_an_infer_reply() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError, match="not a v2 infer response: no 'outputs' list"):
         top1(b'{"error": "boom"}', None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError, match="first output has datatype object, not numeric"):
         top1(orjson.dumps({"outputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}), None)
+    body, length = binary_reply([[0.1, 0.9]])
+    with pytest.raises(ProtocolError, match="binary_data_size 8 runs past the end of the body"):
+        top1(body[:-4], length)  # the shared codec's offset walk: once a bare slice that read short
+    with pytest.raises(ProtocolError, match="Inference-Header-Content-Length 'x' is not an integer"):
+        top1(body, "x")

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.modelserver import codec, jsonload
-from services.modelserver.codec import ProtocolError, decode_request
+from services.common.errors import ProtocolError
+from services.common.v2wire import write_response
+from services.modelserver import jsonload
+from services.modelserver.codec import decode_request
 from services.modelserver.signature import Signature, TensorSig
 from tests.services.modelserver.onnx_models import DATATYPES
 
@@ -97,7 +99,7 @@ def test_large_malformed_json_is_400(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_response_encoding_binary_and_json() -> None:
     y = np.arange(6, dtype=np.float16).reshape(2, 3)
     s = np.array([["a", "bé"]], dtype=object)
-    body, json_length = codec.encode_response("m", "1", "id-1", [("y", "FP16", y, True), ("s", "BYTES", s, False)])
+    body, json_length = write_response("m", "1", "id-1", [("y", "FP16", y, True), ("s", "BYTES", s, False)])
     header = orjson.loads(body[:json_length])
     assert header["id"] == "id-1" and header["model_version"] == "1"
     assert header["outputs"][0]["parameters"]["binary_data_size"] == 12
@@ -108,11 +110,11 @@ def test_response_encoding_binary_and_json() -> None:
 def test_json_outputs_spell_non_finite_values() -> None:
     y = np.array([[np.nan, 1.5, np.inf, -np.inf]], np.float32)
     s = np.array([["null"]], dtype=object)  # "null" in the text must not be taken for a NaN
-    body, json_length = codec.encode_response("m", "1", "null", [("y", "FP32", y, False), ("s", "BYTES", s, False)])
+    body, json_length = write_response("m", "1", "null", [("y", "FP32", y, False), ("s", "BYTES", s, False)])
     assert json_length is None
     doc = orjson.loads(body)
     assert doc["outputs"][0]["data"] == ["NaN", 1.5, "Infinity", "-Infinity"]
     assert doc["outputs"][1]["data"] == ["null"] and doc["id"] == "null"
     np.testing.assert_array_equal(np.array(doc["outputs"][0]["data"], dtype=np.float32), y.reshape(-1))
-    finite, _ = codec.encode_response("m", "1", "null", [("y", "FP32", np.ones((1, 2), np.float32), False)])
+    finite, _ = write_response("m", "1", "null", [("y", "FP32", np.ones((1, 2), np.float32), False)])
     assert orjson.loads(finite)["outputs"][0]["data"] == [1.0, 1.0]

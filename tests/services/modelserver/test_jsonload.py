@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.errors import ProtocolError
 from services.modelserver import jsonload
-from services.modelserver.codec import ProtocolError, decode_request
+from services.modelserver.codec import decode_request
 from services.modelserver.signature import Signature, TensorSig
 
 OVER = jsonload.SATURATED + 1_000  # past the count simdjson can hold
@@ -43,7 +44,8 @@ def test_a_data_array_past_2_to_the_24_decodes_or_is_refused_without_crashing() 
     flat tensor decodes exactly."""
     done = _run(f"""
         import numpy as np
-        from services.modelserver.codec import ProtocolError, decode_request
+        from services.common.errors import ProtocolError
+        from services.modelserver.codec import decode_request
         from services.modelserver.signature import Signature, TensorSig
         sig = Signature(inputs={{"x": TensorSig("x", "FP32", (-1,))}}, outputs={{}}, max_batch_size=0)
         sig4 = Signature(inputs={{"x": TensorSig("x", "FP32", (1, 4))}}, outputs={{}}, max_batch_size=0)

@@ -6,7 +6,8 @@ goes to that version; else the default version (STANDIN_DEFAULT). Upstreams: STA
 `1=127.0.0.1:PORT,2=127.0.0.1:PORT`. It never retries, and records every request it got.
 
 Control: GET /_standin/seen (the requests so far, JSON), POST /_standin/reset (forget them),
-POST /_standin/fail/<n> (answer the next n infer requests 503 + Retry-After, without forwarding).
+POST /_standin/fail/<n> (answer the next n infer requests 503 + Retry-After, without forwarding),
+POST /_standin/truncate/<n> (forward the next n infer requests, then cut 4 bytes off the 200 answer's body).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PASSED_BACK = {b"content-type", b"inference-header-content-length", b"x-model-ve
 
 seen: list[dict] = []
 failing = {"left": 0}
+truncating = {"left": 0}
 _client: httpx.AsyncClient | None = None
 
 
@@ -65,10 +67,13 @@ async def app(scope, receive, send):
         return await _answer(send, 200, orjson.dumps(seen), json)
     if path == "/_standin/reset":
         seen.clear()
-        failing["left"] = 0
+        failing["left"] = truncating["left"] = 0
         return await _answer(send, 200, b"{}", json)
     if path.startswith("/_standin/fail/"):
         failing["left"] = int(path.rsplit("/", 1)[1])
+        return await _answer(send, 200, b"{}", json)
+    if path.startswith("/_standin/truncate/"):
+        truncating["left"] = int(path.rsplit("/", 1)[1])
         return await _answer(send, 200, b"{}", json)
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     version = route(path, headers.get("x-model-version"))
@@ -84,4 +89,8 @@ async def app(scope, receive, send):
     reply = await _client.request(method, f"http://{UPSTREAMS[version]}{path}", content=body, headers=forwarded)
     record["answered"] = reply.status_code
     back = [(k, v) for k, v in reply.headers.raw if k.lower() in PASSED_BACK]
-    return await _answer(send, reply.status_code, reply.content, back)
+    content = reply.content
+    if path.endswith("/infer") and reply.status_code == 200 and truncating["left"] > 0:
+        truncating["left"] -= 1
+        content = content[:-4]
+    return await _answer(send, reply.status_code, content, back)

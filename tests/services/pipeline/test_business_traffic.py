@@ -200,6 +200,24 @@ def test_one_retry_layer_istio_in_mesh_mode_the_client_locally(running: Running)
     ]
 
 
+def test_a_model_answer_that_does_not_read_is_the_models_failure(running: Running) -> None:
+    """A 200 whose binary output runs short is read by the shared wire codec: 502 naming the model, so the
+    gateway does not eject this healthy business API (before: an unhandled ValueError, a plain 500)."""
+    running.control("reset")
+    running.control("truncate/1")
+    reply = httpx.post(
+        running.api[MESH].base + ROUTE, content=png_digit(), headers={"content-type": "image/png"}, timeout=10
+    )
+    assert reply.status_code == 502, reply.text
+    assert reply.headers["x-meshserve-dependency-failed"] == "digits"
+    assert reply.json() == {
+        "error": "digits answered a body that is not a v2 infer response: output 'logits': binary_data_size 40 "
+        "runs past the end of the body (36 binary bytes left)",
+        "stage": "digits",
+    }
+    assert running.classify(MESH).status_code == 200  # the next answer reads again
+
+
 # --------------------------------------------------------------------------- client mode (local stack)
 
 

@@ -6,14 +6,14 @@ factor, so it pages fast on a sharp outage and stops soon after recovery. The fa
 derived from the SLO's window (2% of a 30-day budget in 1 h = 14.4x). Latency SLOs use the
 same scheme on the share of requests slower than the bound: a p95 bound leaves a 5% budget.
 
-The SLIs are read at the serving workload (observability/queries.py: a pipeline's business API,
+The SLIs are read at the serving workload (mesh/compile/promql.py: a pipeline's business API,
 a model's servers), so the same rules work on the local stack and on a cluster where Kong is the
 edge. `MeshserveSLIMissing` fires when a route's SLI has no series at all: a broken scrape or a
 renamed metric would otherwise leave the burn-rate alerts silently blind.
 
 `rule_groups(spec, replicas)` is pure (mesh/compile/monitoring.py wraps it in a PrometheusRule and
-passes the stack's effective replicas); `write_rules` is the edge that writes a file promtool and
-the local Prometheus read.
+passes the stack's effective replicas; the dashboards read its recording rules); `write_rules` is the
+edge that writes a file promtool and the local Prometheus (observability/prometheus.py) read.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
+from mesh.compile import promql
 from mesh.spec import SLO, MeshSpec, format_duration
-from observability import queries
 
 ERROR_RATIO = "meshserve:slo_error_ratio"
 SLOW_RATIO = "meshserve:slo_slow_ratio"
@@ -78,13 +78,13 @@ def slo_bucket_bounds(spec: MeshSpec) -> list[float]:
 # --------------------------------------------------------------------------- rules
 
 
-def _recording_rules(slo: SLO, sli: queries.RouteSLI) -> list[dict[str, Any]]:
+def _recording_rules(slo: SLO, sli: promql.RouteSLI) -> list[dict[str, Any]]:
     rules = []
     for window in windows():
         rules.append(
             {
                 "record": f"{ERROR_RATIO}:rate{window}",
-                "expr": queries.route_error_ratio(sli, window),
+                "expr": promql.route_error_ratio(sli, window),
                 "labels": {"route": slo.route},
             }
         )
@@ -92,7 +92,7 @@ def _recording_rules(slo: SLO, sli: queries.RouteSLI) -> list[dict[str, Any]]:
             rules.append(
                 {
                     "record": f"{SLOW_RATIO}:rate{window}",
-                    "expr": queries.route_slow_ratio(sli, getattr(slo, field), window),
+                    "expr": promql.route_slow_ratio(sli, getattr(slo, field), window),
                     "labels": {"route": slo.route, "quantile": quantile},
                 }
             )
@@ -100,7 +100,7 @@ def _recording_rules(slo: SLO, sli: queries.RouteSLI) -> list[dict[str, Any]]:
 
 
 def _series(record: str, window: str, labels: dict[str, str]) -> str:
-    matchers = ",".join(f"{k}={queries.quote(v)}" for k, v in labels.items())
+    matchers = ",".join(f"{k}={promql.quote(v)}" for k, v in labels.items())
     return f"{record}:rate{window}{{{matchers}}}"
 
 
@@ -130,10 +130,10 @@ def _burn_alert(name: str, record: str, budget: float, labels: dict[str, str], s
         }
 
 
-def _missing_alert(slo: SLO, sli: queries.RouteSLI) -> dict[str, Any]:
+def _missing_alert(slo: SLO, sli: promql.RouteSLI) -> dict[str, Any]:
     return {
         "alert": "MeshserveSLIMissing",
-        "expr": queries.route_series_absent(sli),
+        "expr": promql.route_series_absent(sli),
         "for": MISSING_FOR,
         "labels": {"route": slo.route, "severity": "warning"},
         "annotations": {
@@ -146,7 +146,7 @@ def _missing_alert(slo: SLO, sli: queries.RouteSLI) -> dict[str, Any]:
     }
 
 
-def _slo_alerts(slo: SLO, sli: queries.RouteSLI) -> list[dict[str, Any]]:
+def _slo_alerts(slo: SLO, sli: promql.RouteSLI) -> list[dict[str, Any]]:
     alerts = list(
         _burn_alert(
             "MeshserveErrorBudgetBurn", ERROR_RATIO, slo.error_budget, {"route": slo.route}, slo, "failed answers"
@@ -176,7 +176,7 @@ def _availability_alerts(spec: MeshSpec, replicas: Replicas) -> Iterator[dict[st
                 continue  # no pod is meant to run (e.g. a GPU version on a CPU-only dev cluster)
             service = f"{model_name}-v{version}"
             labels = {"model": model_name, "version": str(version), "service": service}
-            up = f"({queries.service_up(service)})"
+            up = f"({promql.service_up(service)})"
             yield {
                 "alert": "MeshserveModelVersionDown",
                 "expr": f"{up} < 1",
@@ -209,7 +209,7 @@ def rule_groups(spec: MeshSpec, replicas: Replicas | None = None) -> list[dict[s
     """
     groups = []
     for slo in spec.slos:
-        sli = queries.route_sli(spec, slo.route)
+        sli = promql.route_sli(spec, slo.route)
         groups.append(
             {"name": f"meshserve-slo-{slug(slo.route)}", "rules": [*_recording_rules(slo, sli), *_slo_alerts(slo, sli)]}
         )

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mesh.compile import alerts, promql
 from mesh.spec import load_spec, validate_spec
-from observability import alerts, queries
 from services.common.telemetry import HTTP_DURATION
 from services.modelserver.metrics import REQUEST_DURATION
 
@@ -70,7 +70,7 @@ def test_every_slo_bound_is_a_bucket_of_the_workload_histograms(histogram) -> No
 def test_slis_are_read_at_the_serving_workload() -> None:
     """A pipeline route from its business API's HTTP metrics, a model route from its model servers;
     never from the embedded gateway, which a cluster does not run."""
-    classify, infer = queries.route_sli(SPEC, CLASSIFY), queries.route_sli(SPEC, INFER)
+    classify, infer = promql.route_sli(SPEC, CLASSIFY), promql.route_sli(SPEC, INFER)
     assert (classify.requests, classify.selector) == (
         "meshserve_http_requests_total",
         'service="digits-classify",route="/v1/digits:classify"',
@@ -83,7 +83,7 @@ def test_slis_are_read_at_the_serving_workload() -> None:
     for rule in (r for g in alerts.rule_groups(SPEC) for r in g["rules"]):
         assert "gateway" not in rule["expr"], rule
     with pytest.raises(ValueError, match="neither a pipeline route"):
-        queries.route_sli(SPEC, "/v2/models/nope/infer")
+        promql.route_sli(SPEC, "/v2/models/nope/infer")
 
 
 def test_effective_replicas_decide_the_availability_alerts() -> None:

@@ -1,11 +1,12 @@
 """PromQL building blocks shared by the alert rules, the dashboards and canary analysis.
 
-One place names the metrics and the label matchers, so a rename touches one file. Every SLI is
-measured at the serving workload, the way Istio's `reporter="destination"` metrics are: the same
-code runs locally and on a cluster, so one set of queries serves both (the embedded gateway runs
-only locally; on a cluster Kong is the edge). A pipeline route is measured by its business API's
-HTTP metrics; a direct model route `/v2/models/<m>/infer` by the model servers' inference metrics,
-summed over versions. Per-version figures come from the model servers too.
+One place builds the label matchers and the SLI expressions over the metric names (spelled once, in
+services/common/metric_names.py), so the alerts, the dashboards and the canary gates read the same
+series. Every SLI is measured at the serving workload, the way Istio's `reporter="destination"`
+metrics are: the same code runs locally and on a cluster, so one set of queries serves both (the
+embedded gateway runs only locally; on a cluster Kong is the edge). A pipeline route is measured by
+its business API's HTTP metrics; a direct model route `/v2/models/<m>/infer` by the model servers'
+inference metrics, summed over versions. Per-version figures come from the model servers too.
 """
 
 from __future__ import annotations
@@ -13,21 +14,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from services.common.metric_names import (
+    GATEWAY_MIRROR_AGREEMENT,
+    GATEWAY_MIRROR_REQUESTS,
+    HTTP_DURATION,
+    HTTP_REQUESTS,
+    INFERENCE_DURATION,
+    INFERENCE_REQUESTS,
+    PIPELINE_MIRROR_AGREEMENT,
+    PIPELINE_MIRROR_REQUESTS,
+)
+
 if TYPE_CHECKING:
     from mesh.spec import MeshSpec
 
-# --- metric names (the catalog, with labels and meanings: observability/METRICS.md)
-HTTP_REQUESTS = "meshserve_http_requests_total"
-HTTP_DURATION = "meshserve_http_request_duration_seconds"
-INFERENCE_REQUESTS = "meshserve_inference_requests_total"
-INFERENCE_DURATION = "meshserve_inference_request_duration_seconds"
-GATEWAY_REQUESTS = "meshserve_gateway_requests_total"  # local stack only: the embedded gateway
-GATEWAY_DURATION = "meshserve_gateway_request_duration_seconds"
-GATEWAY_MIRROR_AGREEMENT = "meshserve_gateway_mirror_agreement_total"
-PIPELINE_MIRROR_AGREEMENT = "meshserve_pipeline_mirror_agreement_total"  # the business API's (pipeline routes)
 # Both comparers count rows with the same labels: one selector reads them together, so agreement exists
 # whichever route (direct /v2 through the gateway, or a pipeline's business route) carries the traffic.
 MIRROR_AGREEMENT = f'__name__=~"{GATEWAY_MIRROR_AGREEMENT}|{PIPELINE_MIRROR_AGREEMENT}"'
+MIRROR_REQUESTS = f'__name__=~"{GATEWAY_MIRROR_REQUESTS}|{PIPELINE_MIRROR_REQUESTS}"'  # and their shadow calls
 ERROR_CODES = "5.."
 # Outcomes that count against a model route's availability: server errors, timeouts (504) and
 # shed requests (503), as Istio counts every 5xx. The model server also files a 4xx decode error of
