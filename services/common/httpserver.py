@@ -25,9 +25,10 @@ environment (`HttpLimits.from_env`), so the supervisor, a pod spec or a test set
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from services.common.errors import error_body
+
+log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES_ENV = "MESHSERVE_HTTP_MAX_HEADER_BYTES"
 MAX_HEADERS_ENV = "MESHSERVE_HTTP_MAX_HEADERS"
@@ -273,28 +276,68 @@ def config(app: Any, *, limits: HttpLimits | None = None, **options: Any) -> uvi
 
 
 class DrainingServer(uvicorn.Server):
-    """SIGTERM/SIGINT: `on_drain()` at once (readiness turns false), uvicorn's graceful stop after
-    `grace` seconds, and that stop bounded by the Config's `timeout_graceful_shutdown` (the drain limit):
-    requests still running then are cancelled, so a slow sender cannot hold the process. A second
-    signal stops at once."""
+    """Every service's lifecycle (model server, pipeline, gateway alike).
 
-    def __init__(self, config: uvicorn.Config, on_drain: Any = None, grace: float = 0.0) -> None:
+    SIGTERM/SIGINT: `on_drain()` at once (readiness turns false), then `grace` seconds of serving as
+    usual, then the drain: a service that refuses new work while draining (the model server answers
+    503 + Retry-After) passes `in_flight` and keeps listening until that is 0, so its accepted work
+    finishes; without it the listeners close and uvicorn waits for the requests in progress. Either
+    way the whole drain ends at the `limit` (by default the Config's `timeout_graceful_shutdown`),
+    at most `unfinished_grace` after `in_flight` reached 0 (what is left then is a request whose body
+    is still arriving): requests still running then are cancelled, so a slow sender cannot hold the
+    process. A second signal stops at once. The exit status is 0 either way.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_drain: Callable[[], object] | None = None,
+        grace: float = 0.0,
+        *,
+        in_flight: Callable[[], int] | None = None,
+        limit: float | None = None,
+        unfinished_grace: float | None = None,
+    ) -> None:
         super().__init__(config)
         self.on_drain = on_drain
         self.grace = grace
+        self.in_flight = in_flight
+        self.limit = limit if limit is not None else (config.timeout_graceful_shutdown or 30.0)
+        self.unfinished_grace = unfinished_grace
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
+        self._drain_task: asyncio.Task | None = None
+
+    async def startup(self, sockets: list | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        # Replaces uvicorn's handler, which would re-raise the signal after shutdown (exit 143, not 0).
-        if self._draining:
-            self.force_exit = self.should_exit = True
-            return
-        self._draining = True
-        if self.on_drain is not None:
-            self.on_drain()
-        if self.grace <= 0:
+        # Replaces uvicorn's handler, which would stop accepting at once and re-raise the signal after
+        # shutdown (exit status 143 instead of 0).
+        if self._draining or self._loop is None:
+            self.force_exit = self._draining
             self.should_exit = True
             return
-        timer = threading.Timer(self.grace, setattr, (self, "should_exit", True))
-        timer.daemon = True
-        timer.start()
+        self._draining = True
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self.on_drain is not None:
+            self.on_drain()
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        started = time.monotonic()
+        in_flight = self.in_flight or (lambda: 0)
+        while (elapsed := time.monotonic() - started) < self.limit:
+            if elapsed >= self.grace and in_flight() == 0:
+                log.info("drained; shutting down")
+                break
+            await asyncio.sleep(0.01)
+        else:
+            log.warning("drain limit reached with %d requests in flight", in_flight())
+        left = max(self.limit - (time.monotonic() - started), 0.1)
+        grace = self.unfinished_grace
+        self.config.timeout_graceful_shutdown = min(left, grace) if grace is not None else left
+        self.should_exit = True

@@ -8,7 +8,6 @@ and time requests the same way.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -142,12 +141,3 @@ class DataPlane:
             self.draining = True
             log.info("draining: readiness false, refusing new infer requests", extra={"in_flight": self.active})
         self.repository.start_flush()
-
-    async def wait_idle(self, grace: float, limit: float) -> None:
-        """Until no infer request is in flight and `grace` seconds passed (at most `limit` seconds)."""
-        start = time.monotonic()
-        while time.monotonic() - start < limit:
-            if self.active == 0 and time.monotonic() - start >= grace:
-                return
-            await asyncio.sleep(0.01)
-        log.warning("drain limit reached with %d infer requests in flight", self.active)
