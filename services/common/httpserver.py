@@ -25,9 +25,10 @@ environment (`HttpLimits.from_env`), so the supervisor, a pod spec or a test set
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from services.common.errors import error_body
+
+log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES_ENV = "MESHSERVE_HTTP_MAX_HEADER_BYTES"
 MAX_HEADERS_ENV = "MESHSERVE_HTTP_MAX_HEADERS"
@@ -81,25 +84,35 @@ def _response(status: int, reason: str, message: str) -> bytes:
     return head.encode() + body
 
 
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is: between requests, inside a head, inside a body
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol under `limits` (a class attribute: see `protocol_class`)."""
+    """uvicorn's httptools protocol under `limits` (a class attribute: see `protocol_class`).
+
+    Lean on purpose (every callback here runs per request; loadtests/bench/results/lean-ab.md): the
+    phase is one int, deadlines move by assignment, and on_body/on_message_complete stay uvicorn's.
+    """
 
     limits: HttpLimits = HttpLimits()
     _max_bytes = limits.max_header_bytes
     _max_fields = limits.max_headers
+    _header_timeout = limits.header_timeout
+    _body_timeout = limits.body_timeout
+    # whether a phase's deadline can come before the armed timer's (only when the timeouts differ)
+    _head_sooner = limits.header_timeout < limits.body_timeout
+    _body_sooner = limits.body_timeout < limits.header_timeout
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._in_head = True  # reading a request line + headers (or waiting for one)
-        self._head_bytes = 0
-        self._head_fields = 0
-        self._counted = False
-        self._started = False  # a byte of the current request arrived, and not yet all of it
+        self._phase = _IDLE
+        self._head_bytes = 0  # of a head longer than one read: what the reads so far brought of it
+        self._counted = False  # the current head began in the current read
+        self._read = 0  # bytes in the current read
         self._refusal: bytes | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._now = self.loop.time()  # of the current read: the callbacks it runs set deadlines from it
-        self._deadline = 0.0
-        self._set_deadline(self.limits.header_timeout)
+        self._now = self.loop.time()  # of the current read: the callbacks set deadlines from it
+        self._deadline = self._now + self._header_timeout
+        self._timer: asyncio.TimerHandle | None = self.loop.call_at(self._deadline, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -108,38 +121,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     # ------------------------------------------------------------ the one timer
-    # One timer per connection whose deadline moves: setting a later deadline costs an assignment, the
-    # timer re-arms itself when it fires early, and it lapses when it fires between two requests (the
-    # next request's first byte sets it again; uvicorn's keep-alive timer governs idle connections).
+    # One timer per connection whose deadline moves: a later deadline costs an assignment, the timer
+    # re-arms itself when it fires early, and it lapses when it fires between two requests or while
+    # the app works on a request whose body is all in (the next request's first byte sets it again;
+    # uvicorn's keep-alive timer governs idle connections).
 
-    def _set_deadline(self, delay: float) -> None:
-        self._deadline = self._now + delay
+    def _move_deadline(self, deadline: float) -> None:
+        """An earlier deadline than the armed timer's (or none armed): re-arm."""
+        self._deadline = deadline
         timer = self._timer
-        if timer is None or self._deadline < timer.when():
+        if timer is None or deadline < timer.when():
             if timer is not None:
                 timer.cancel()
-            self._timer = self.loop.call_at(self._deadline, self._timed_out)
+            self._timer = self.loop.call_at(deadline, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timer = None
         if self.transport.is_closing():
             return
-        if self._in_head and not self._started:
-            if self.cycle is None:  # opened and never used: nobody to answer
+        phase = self._phase
+        cycle = self.cycle
+        if phase == _IDLE or (phase == _BODY and (cycle is None or not cycle.more_body)):
+            if phase == _IDLE and cycle is None:  # opened and never used: nobody to answer
                 self.transport.close()
-            return  # between requests
+            return  # between requests, or the body is in and the app is at work
         if self._deadline > self.loop.time():  # the deadline moved on since the timer was set
             self._timer = self.loop.call_at(self._deadline, self._timed_out)
             return
         if self.flow.read_paused:  # our own back-pressure (or a pipelined request waiting), not a slow client
             self._now = self.loop.time()
-            self._set_deadline(self.limits.header_timeout if self._in_head else self.limits.body_timeout)
+            self._move_deadline(self._now + (self._header_timeout if phase == _HEAD else self._body_timeout))
             return
-        if self._in_head:
+        if phase == _HEAD:
             self._close_with(_response(408, "Request Timeout", "request headers not received in time"))
             return
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
+        if cycle.response_complete:
             return
         if not cycle.response_started:
             self.transport.write(_response(408, "Request Timeout", "request body not received in time"))
@@ -155,8 +171,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        self._now = self.loop.time()
+        now = self._now = self.loop.time()
         self._counted = False
+        self._read = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -172,10 +189,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response("Invalid HTTP request received.")
             return
-        if self._in_head and self._started and not self._counted:
-            # Still inside a head: what the parser holds of it grows with every read.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_bytes:
+        phase = self._phase
+        if phase == _BODY:
+            self._deadline = now + self._body_timeout  # the body is still arriving: not stalled
+        elif phase == _HEAD:
+            # A read ended inside a head: what the parser holds of it grows with every read. From the
+            # read it began in, what the parser delivered; every later read counts whole: an endless
+            # head costs at most the cap plus one socket read.
+            if self._counted:
+                self._head_bytes = self._head_size()
+            else:
+                self._head_bytes += len(data)
+            if self._head_bytes > self._max_bytes or len(self.headers) > self._max_fields:
                 self._close_with(self._too_large())
 
     def _too_large(self) -> bytes:
@@ -189,47 +214,51 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._started, self._counted = True, True, True  # callbacks count this read's part
-        self._head_bytes, self._head_fields = 0, 0
-        self._set_deadline(self.limits.header_timeout)
+        self._phase, self._counted = _HEAD, True  # this head began in this read
+        deadline = self._deadline = self._now + self._header_timeout
+        timer = self._timer
+        if timer is None or (self._head_sooner and deadline < timer.when()):
+            self._move_deadline(deadline)
 
-    # on_url and on_header run per request and per field: uvicorn's bodies inlined, limits read from the class.
-
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > self._max_bytes:
-            self._refuse(self._too_large())
-        self.url += url
+    # Per field only the trailer check: the caps are checked once per head (on_headers_complete) and,
+    # for a head longer than one read, at the end of each read inside it (data_received).
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if self._phase != _HEAD:
             return  # a chunked trailer: never part of the request's headers
-        self._head_fields += 1
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_fields > self._max_fields or self._head_bytes > self._max_bytes:
-            self._refuse(self._too_large())
-        name = name.lower()
+        name = name.lower()  # uvicorn's body from here
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
 
+    def _head_size(self) -> int:
+        """Bytes of the head the parser has delivered: the target and every field (name, value, ': ', CRLF)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
     def on_headers_complete(self) -> None:
-        self._in_head, self._counted = False, True
-        self._set_deadline(self.limits.body_timeout)
+        # A head that began and ended in this read is at most the read long: counted only if that is over the cap.
+        if (not self._counted or self._read > self._max_bytes) and self._head_size() > self._max_bytes:
+            self._refuse(self._too_large())
+        if len(self.headers) > self._max_fields:
+            self._refuse(self._too_large())
+        self._phase = _BODY
+        deadline = self._deadline = self._now + self._body_timeout
+        if self._body_sooner and deadline < self._timer.when():  # type: ignore[union-attr]
+            self._move_deadline(deadline)
         super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        self._deadline = self._now + self.limits.body_timeout
-        super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._in_head, self._started = True, False
-        super().on_message_complete()
 
 
 def protocol_class(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol with `limits` bound (uvicorn builds protocols from a class and its Config)."""
-    bound = {"limits": limits, "_max_bytes": limits.max_header_bytes, "_max_fields": limits.max_headers}
+    bound = {
+        "limits": limits,
+        "_max_bytes": limits.max_header_bytes,
+        "_max_fields": limits.max_headers,
+        "_header_timeout": limits.header_timeout,
+        "_body_timeout": limits.body_timeout,
+        "_head_sooner": limits.header_timeout < limits.body_timeout,
+        "_body_sooner": limits.body_timeout < limits.header_timeout,
+    }
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), bound)
 
 
@@ -247,28 +276,68 @@ def config(app: Any, *, limits: HttpLimits | None = None, **options: Any) -> uvi
 
 
 class DrainingServer(uvicorn.Server):
-    """SIGTERM/SIGINT: `on_drain()` at once (readiness turns false), uvicorn's graceful stop after
-    `grace` seconds, and that stop bounded by the Config's `timeout_graceful_shutdown` (the drain limit):
-    requests still running then are cancelled, so a slow sender cannot hold the process. A second
-    signal stops at once."""
+    """Every service's lifecycle (model server, pipeline, gateway alike).
 
-    def __init__(self, config: uvicorn.Config, on_drain: Any = None, grace: float = 0.0) -> None:
+    SIGTERM/SIGINT: `on_drain()` at once (readiness turns false), then `grace` seconds of serving as
+    usual, then the drain: a service that refuses new work while draining (the model server answers
+    503 + Retry-After) passes `in_flight` and keeps listening until that is 0, so its accepted work
+    finishes; without it the listeners close and uvicorn waits for the requests in progress. Either
+    way the whole drain ends at the `limit` (by default the Config's `timeout_graceful_shutdown`),
+    at most `unfinished_grace` after `in_flight` reached 0 (what is left then is a request whose body
+    is still arriving): requests still running then are cancelled, so a slow sender cannot hold the
+    process. A second signal stops at once. The exit status is 0 either way.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_drain: Callable[[], object] | None = None,
+        grace: float = 0.0,
+        *,
+        in_flight: Callable[[], int] | None = None,
+        limit: float | None = None,
+        unfinished_grace: float | None = None,
+    ) -> None:
         super().__init__(config)
         self.on_drain = on_drain
         self.grace = grace
+        self.in_flight = in_flight
+        self.limit = limit if limit is not None else (config.timeout_graceful_shutdown or 30.0)
+        self.unfinished_grace = unfinished_grace
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
+        self._drain_task: asyncio.Task | None = None
+
+    async def startup(self, sockets: list | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        # Replaces uvicorn's handler, which would re-raise the signal after shutdown (exit 143, not 0).
-        if self._draining:
-            self.force_exit = self.should_exit = True
-            return
-        self._draining = True
-        if self.on_drain is not None:
-            self.on_drain()
-        if self.grace <= 0:
+        # Replaces uvicorn's handler, which would stop accepting at once and re-raise the signal after
+        # shutdown (exit status 143 instead of 0).
+        if self._draining or self._loop is None:
+            self.force_exit = self._draining
             self.should_exit = True
             return
-        timer = threading.Timer(self.grace, setattr, (self, "should_exit", True))
-        timer.daemon = True
-        timer.start()
+        self._draining = True
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self.on_drain is not None:
+            self.on_drain()
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        started = time.monotonic()
+        in_flight = self.in_flight or (lambda: 0)
+        while (elapsed := time.monotonic() - started) < self.limit:
+            if elapsed >= self.grace and in_flight() == 0:
+                log.info("drained; shutting down")
+                break
+            await asyncio.sleep(0.01)
+        else:
+            log.warning("drain limit reached with %d requests in flight", in_flight())
+        left = max(self.limit - (time.monotonic() - started), 0.1)
+        grace = self.unfinished_grace
+        self.config.timeout_graceful_shutdown = min(left, grace) if grace is not None else left
+        self.should_exit = True

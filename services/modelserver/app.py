@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import FastAPI, Request
@@ -29,7 +29,6 @@ from services.common.v2wire import split_body, write_response
 from services.modelserver.codec import InferRequest, decode_request
 from services.modelserver.dataplane import DataPlane, Output, Settings
 from services.modelserver.repository import ServingVersion, is_version
-from services.modelserver.signature import Signature
 from services.modelserver.triton import model_config, model_statistics
 
 log = logging.getLogger(__name__)
@@ -125,11 +124,6 @@ class InferenceApp:
         plane = self.plane
         try:
             plane.refuse_if_draining()  # early, before a body that may take long to arrive
-        except ProtocolError as exc:
-            await _send(send, exc.status, error_body(exc.message), extra=exc.headers)
-            return
-        admitted = False  # in flight only once the body is in: a slow sender must not hold the drain
-        try:
             parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
             if len(parts) == 1 and parts[0]:
                 model, version = parts[0], None
@@ -145,24 +139,16 @@ class InferenceApp:
                 raise ProtocolError(413, str(exc)) from None
             if encoding is not None:
                 body = await _decoded(body, encoding, limit)
-
-            def decode(signature: Signature) -> InferRequest | Awaitable[InferRequest]:
-                header, binary = split_body(body, header_length)
-                if len(header) < plane.decoder.threshold:
-                    return decode_request(header, binary, signature)
-                return plane.decoder.decode(header, binary, signature)  # another process (decodepool)
-
-            plane.admit()
-            admitted = True
-            status, payload, content_type, extra = await plane.infer(model, version, decode, _encode, start)
-            await _send(send, status, payload, content_type, extra)
+            parts = split_body(body, header_length)
+            if len(parts[0]) < plane.decoder.threshold:
+                answer = await plane.infer(model, version, decode_request, parts, _encode, start)
+            else:  # a large JSON part: decoded in another process (decodepool.py)
+                answer = await plane.infer(model, version, plane.decoder.decode, parts, _encode, start, True)
+            await _send(send, *answer)
         except ProtocolError as exc:
             await _send(send, exc.status, error_body(exc.message), extra=exc.headers)
         except ClientGone:
             pass  # the client went away while sending its body
-        finally:
-            if admitted:
-                plane.release()
 
 
 def _encode(serving: ServingVersion, request: InferRequest, outputs: list[Output]) -> tuple:

@@ -199,14 +199,16 @@ class Batcher:
     def _dispatch(self, batch: list[Pending]) -> None:
         started = time.perf_counter()
         metrics = self.metrics
-        stats = metrics.stats
+        observe = metrics.queue_time.observe
+        waited_all = 0.0
         for pending in batch:
             if pending.timer is not None:
                 pending.timer.cancel()
             waited = started - pending.enqueued
-            metrics.queue_time.observe(waited)
-            stats.queued(waited)
+            observe(waited)
+            waited_all += waited
             pending.dispatched = started
+        metrics.stats.queued(len(batch), waited_all)
         metrics.queue_depth.dec(len(batch))
         self.free -= 1
         self.running += 1

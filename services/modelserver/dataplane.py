@@ -8,8 +8,6 @@ and time requests the same way.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +21,6 @@ from services.common.errors import ProtocolError
 from services.modelserver.codec import InferRequest
 from services.modelserver.decodepool import DecodePool
 from services.modelserver.repository import Repository, ServingVersion
-from services.modelserver.signature import Signature
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +28,8 @@ T = TypeVar("T")
 RETRY_AFTER = ((b"retry-after", b"1"),)
 # (name, datatype, array, binary) in the order the request asked for them
 Output = tuple[str, str, np.ndarray, bool]
-Decode = Callable[[Signature], InferRequest | Awaitable[InferRequest]]
+# decode(*payload, signature): an InferRequest, or an awaitable of one when offloaded
+Decode = Callable[..., InferRequest | Awaitable[InferRequest]]
 Encode = Callable[[ServingVersion, InferRequest, list[Output]], T]
 _OUTCOMES = {503: "rejected", 504: "timeout"}
 
@@ -44,6 +42,10 @@ class Settings:
     poll_interval: float = 2.0
     max_body_bytes: int = 64 * 1024 * 1024
     require_device: str | None = None  # --require-device: refuse versions that run elsewhere (GPU pods)
+
+
+def draining_error() -> ProtocolError:
+    return ProtocolError(503, "server is shutting down; retry elsewhere", RETRY_AFTER)
 
 
 def outcome_of(exc: ProtocolError) -> str:
@@ -70,41 +72,46 @@ class DataPlane:
     # ------------------------------------------------------------ admission
 
     def refuse_if_draining(self) -> None:
+        """For a transport to call before a request's body arrives (readiness is already false)."""
         if self.draining:
-            raise ProtocolError(503, "server is shutting down; retry elsewhere", RETRY_AFTER)
-
-    def admit(self) -> None:
-        """Count a request whose body has arrived in, or refuse it (503) while draining; pair with `release`.
-
-        Only once its body is in: a slow sender must not hold the drain.
-        """
-        self.refuse_if_draining()
-        self.active += 1
-
-    def release(self) -> None:
-        self.active -= 1
+            raise draining_error()
 
     # ------------------------------------------------------------ infer
 
-    async def infer(self, model: str, version: str | None, decode: Decode, encode: Encode[T], start: float) -> T:
-        """Route, decode, batch and run, encode; counts the outcome and the time since `start`.
+    async def infer(
+        self,
+        model: str,
+        version: str | None,
+        decode: Decode,
+        payload: tuple,
+        encode: Encode[T],
+        start: float,
+        offloaded: bool = False,
+    ) -> T:
+        """Admit, route, decode, batch and run, encode; counts the outcome and the time since `start`.
 
-        From routing to the batcher's queue nothing awaits except a large JSON decode in another
-        process (`decode` then returns an awaitable): the version is looked up again after it, so one
-        swapped or unloaded meanwhile is never picked up half-closed.
+        Called once the request's body has arrived: from here it counts as in flight for the drain (a
+        slow sender must not hold it). `decode(*payload, signature)` is the transport's decoder. From
+        routing to the batcher's queue nothing awaits unless `offloaded`: then `decode` is awaited (a
+        large JSON body decoded in another process) and the version is looked up again after it, so
+        one swapped or unloaded meanwhile is never picked up half-closed.
         """
+        if self.draining:
+            raise draining_error()
+        self.active += 1
         serving: ServingVersion | None = None
         outcome = "error"
         try:
             serving = self.repository.get(model, version)
-            request = decode(serving.signature)
-            if inspect.isawaitable(request):
-                request = await request
+            if offloaded:
+                request = await decode(*payload, serving.signature)
                 current = self.repository.get(model, version)
                 if current is not serving:
                     if current.signature != serving.signature:
-                        request = await decode(current.signature)  # type: ignore[misc]
+                        request = await decode(*payload, current.signature)
                     serving = current
+            else:
+                request = decode(*payload, serving.signature)
             results = await serving.batcher.infer(request)
             outputs = serving.signature.outputs
             answer = encode(
@@ -118,6 +125,7 @@ class DataPlane:
             outcome = outcome_of(exc)
             raise
         finally:
+            self.active -= 1
             if serving is not None:
                 metrics = serving.metrics
                 metrics.outcome[outcome].inc()
@@ -133,12 +141,3 @@ class DataPlane:
             self.draining = True
             log.info("draining: readiness false, refusing new infer requests", extra={"in_flight": self.active})
         self.repository.start_flush()
-
-    async def wait_idle(self, grace: float, limit: float) -> None:
-        """Until no infer request is in flight and `grace` seconds passed (at most `limit` seconds)."""
-        start = time.monotonic()
-        while time.monotonic() - start < limit:
-            if self.active == 0 and time.monotonic() - start >= grace:
-                return
-            await asyncio.sleep(0.01)
-        log.warning("drain limit reached with %d infer requests in flight", self.active)

@@ -94,7 +94,7 @@ def _others_set(contents: object) -> bool:
     return any(len(getattr(contents, f)) for f, _ in set(CONTENTS.values()))
 
 
-def decode_infer(request: object, signature: Signature, deadline_us: int | None) -> InferRequest:
+def decode_infer(request: object, deadline_us: int | None, signature: Signature) -> InferRequest:
     """Validate one ModelInferRequest against the signature of the version that will run it.
     `deadline_us` is what is left of the call's gRPC deadline: a request still queued then gets 504."""
     raw_inputs = request.inputs  # type: ignore[attr-defined]

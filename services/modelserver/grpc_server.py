@@ -24,7 +24,6 @@ from services.modelserver.codec import InferRequest
 from services.modelserver.dataplane import DataPlane, Output
 from services.modelserver.grpc_codec import decode_infer, encode_infer, grpc_status_name
 from services.modelserver.repository import ServingVersion
-from services.modelserver.signature import Signature
 from services.modelserver.triton import model_config, model_statistics
 
 log = logging.getLogger(__name__)
@@ -129,19 +128,13 @@ class InferenceService(pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: object, deadline_us: int | None) -> object:
         """One request through the data plane; ProtocolError for anything refused."""
         start = time.perf_counter()
-        plane = self.plane
-        plane.admit()
-        try:
+        return await self.plane.infer(
+            request.model_name, request.model_version or None, decode_infer, (request, deadline_us), self._encode, start
+        )
 
-            def decode(signature: Signature) -> InferRequest:
-                return decode_infer(request, signature, deadline_us)
-
-            def encode(serving: ServingVersion, decoded: InferRequest, outputs: list[Output]) -> object:
-                return encode_infer(pb2, serving, decoded, outputs)
-
-            return await plane.infer(request.model_name, request.model_version or None, decode, encode, start)
-        finally:
-            plane.release()
+    @staticmethod
+    def _encode(serving: ServingVersion, decoded: InferRequest, outputs: list[Output]) -> object:
+        return encode_infer(pb2, serving, decoded, outputs)
 
     async def ModelInfer(self, request: object, context: grpc.aio.ServicerContext) -> object:
         try:

@@ -17,12 +17,13 @@ FAILURE_SHARE = 0.5
 
 
 class FailureWindow:
-    __slots__ = ("failures", "limit", "outcomes")
+    __slots__ = ("failures", "healthy", "limit", "outcomes")
 
     def __init__(self, window: int = WINDOW, share: float = FAILURE_SHARE) -> None:
         self.outcomes: deque[bool] = deque(maxlen=window)  # True = failed
         self.failures = 0
         self.limit = int(window * share)  # failing above this many failures in the window
+        self.healthy = True  # an attribute, not a property: routing reads it on every request
 
     def record(self, failed: bool) -> None:
         outcomes = self.outcomes
@@ -31,10 +32,7 @@ class FailureWindow:
         outcomes.append(failed)
         if failed:
             self.failures += 1
-
-    @property
-    def healthy(self) -> bool:
-        return self.failures <= self.limit
+        self.healthy = self.failures <= self.limit
 
     def describe(self) -> str:
         return f"{self.failures} of the last {len(self.outcomes)} executions failed"
@@ -42,3 +40,4 @@ class FailureWindow:
     def reset(self) -> None:
         self.outcomes.clear()
         self.failures = 0
+        self.healthy = True

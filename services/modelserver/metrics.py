@@ -1,10 +1,13 @@
 """Prometheus metrics of the model server. Names are a contract: dashboards, alerts and autoscaling
-(queue depth) are built on them. Label children are bound once per model version, never per request."""
+(queue depth) are built on them. Label children are bound once per model version, never per request.
+Those updated per request or per batch (all on the event-loop thread) are services.common.leanmetrics'
+lock-free ones; /metrics reads the same either way."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
+from services.common import leanmetrics as lean
 from services.common import metric_names as names
 from services.common.telemetry import LATENCY_BUCKETS
 from services.modelserver.stats import VersionStats
@@ -14,39 +17,39 @@ STATES = ("LOADING", "READY", "UNAVAILABLE", "UNLOADED")
 OUTCOMES = ("success", "error", "rejected", "timeout")
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-REQUESTS = Counter(
+REQUESTS = lean.Counter(
     names.INFERENCE_REQUESTS,
     "Infer requests answered, by outcome (success|error|rejected|timeout).",
     [*LABELS, "outcome"],
 )
-REQUEST_DURATION = Histogram(
+REQUEST_DURATION = lean.Histogram(
     names.INFERENCE_DURATION,
     "End-to-end time of an infer request inside the server (body read to response sent).",
     LABELS,
     buckets=LATENCY_BUCKETS,
 )
-QUEUE_DURATION = Histogram(
+QUEUE_DURATION = lean.Histogram(
     names.INFERENCE_QUEUE_DURATION,
     "Time a request waited in the batcher queue before its batch started.",
     LABELS,
     buckets=LATENCY_BUCKETS,
 )
-COMPUTE_DURATION = Histogram(
+COMPUTE_DURATION = lean.Histogram(
     names.INFERENCE_COMPUTE_DURATION,
     "onnxruntime time per execution (one batch), including batch concatenation.",
     LABELS,
     buckets=LATENCY_BUCKETS,
 )
-BATCH_SIZE = Histogram(
+BATCH_SIZE = lean.Histogram(
     names.INFERENCE_BATCH_SIZE,
     "Batch size of each execution (rows along the batch dimension); _count is executions.",
     LABELS,
     buckets=_BATCH,
 )
-INFERENCES = Counter(names.INFERENCE_COUNT, "Inferences executed (batch items, not requests).", LABELS)
-EXECUTIONS = Counter(names.INFERENCE_EXEC_COUNT, "Model executions (batches).", LABELS)
-IN_FLIGHT = Gauge(names.INFERENCE_IN_FLIGHT, "Requests queued or executing.", LABELS)
-QUEUE_DEPTH = Gauge(names.INFERENCE_QUEUE_DEPTH, "Requests waiting in the queue (the autoscaling signal).", LABELS)
+INFERENCES = lean.Counter(names.INFERENCE_COUNT, "Inferences executed (batch items, not requests).", LABELS)
+EXECUTIONS = lean.Counter(names.INFERENCE_EXEC_COUNT, "Model executions (batches).", LABELS)
+IN_FLIGHT = lean.Gauge(names.INFERENCE_IN_FLIGHT, "Requests queued or executing.", LABELS)
+QUEUE_DEPTH = lean.Gauge(names.INFERENCE_QUEUE_DEPTH, "Requests waiting in the queue (the autoscaling signal).", LABELS)
 MODEL_STATE = Gauge(
     names.MODEL_STATE, "1 for the current state of a model version, 0 for the others.", [*LABELS, "state"]
 )

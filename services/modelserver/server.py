@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
-from types import FrameType
 
 import uvicorn
 
+from services.common.httpserver import DrainingServer
 from services.common.httpserver import config as http_config
 from services.common.lifecycle import follow_supervisor
 from services.modelserver.app import InferenceApp, build_app
@@ -40,7 +39,11 @@ class GrpcOptions:
     max_message_bytes: int = 0  # 0: the REST body limit (never less)
 
 
-class DrainingServer(uvicorn.Server):
+class ModelServer(DrainingServer):
+    """The shared lifecycle (services.common.httpserver.DrainingServer) with what the model server adds:
+    in flight means the data plane's requests whose body arrived, a gRPC listener on the same loop,
+    and the exit when pinned models fail their first load."""
+
     def __init__(
         self,
         config: uvicorn.Config,
@@ -50,26 +53,28 @@ class DrainingServer(uvicorn.Server):
         exit_on_load_failure: bool = False,
         grpc: GrpcOptions = GrpcOptions(),
     ) -> None:
-        super().__init__(config)
+        plane = app.plane
+        super().__init__(
+            config,
+            on_drain=plane.begin_drain,
+            grace=grace,
+            in_flight=lambda: plane.active,
+            limit=limit,
+            unfinished_grace=UNFINISHED_REQUEST_GRACE,
+        )
         self.exit_on_load_failure = exit_on_load_failure
         self.app = app
-        self.grace = grace
-        self.limit = limit
         self.grpc_options = grpc
         self.grpc_server: object | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._draining = False
-        self._drain_task: asyncio.Task | None = None
         self._load_check: asyncio.Task | None = None
         self.load_failed = False
 
     async def startup(self, sockets: list | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         if self.grpc_options.port and not self.should_exit:
             await self._start_grpc()
         if self.started and self.exit_on_load_failure and self.app.plane.repository.only:
-            self._load_check = self._loop.create_task(self._exit_unless_loaded())
+            self._load_check = asyncio.get_running_loop().create_task(self._exit_unless_loaded())
 
     async def _exit_unless_loaded(self) -> None:
         repository = self.app.plane.repository
@@ -106,32 +111,6 @@ class DrainingServer(uvicorn.Server):
             await self.grpc_server.stop(max(self.limit, 1.0))  # type: ignore[attr-defined]
         await super().shutdown(sockets)
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Replaces uvicorn's handler, which would stop accepting at once and re-raise the signal
-        # after shutdown (exit status 143 instead of 0).
-        if self._draining or self._loop is None:
-            self.force_exit = self._draining
-            self.should_exit = True
-            return
-        self._draining = True
-        self._loop.call_soon_threadsafe(self._start_drain)
-
-    def _start_drain(self) -> None:
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        plane = self.app.plane
-        started = time.monotonic()
-        plane.begin_drain()
-        await plane.wait_idle(self.grace, self.limit)
-        log.info("drained; shutting down")
-        # Every infer request whose body arrived is answered: what uvicorn would still wait for is a
-        # body still arriving (a slow sender) or a quick metadata call, so it gets a second at most,
-        # and never more than is left of the drain limit.
-        left = self.limit - (time.monotonic() - started)
-        self.config.timeout_graceful_shutdown = min(max(left, 0.1), UNFINISHED_REQUEST_GRACE)
-        self.should_exit = True
-
 
 def serve(
     settings: Settings,
@@ -145,7 +124,7 @@ def serve(
     app = build_app(settings)
     # Header caps, read timeouts, no trailers: services.common.httpserver (uvloop, httptools, no access log).
     config = http_config(app, host=host, port=port, timeout_graceful_shutdown=max(drain_limit, 1.0))
-    server = DrainingServer(config, app, drain_grace, drain_limit, exit_on_load_failure, grpc)
+    server = ModelServer(config, app, drain_grace, drain_limit, exit_on_load_failure, grpc)
     follow_supervisor()
     server.run()
     return 0 if server.started and not server.load_failed else 1

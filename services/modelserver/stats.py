@@ -44,8 +44,9 @@ class VersionStats:
         pair[0] += 1
         pair[1] += int(seconds * _NS)
 
-    def queued(self, seconds: float) -> None:
-        self.queue[0] += 1
+    def queued(self, requests: int, seconds: float) -> None:
+        """`requests` left the queue together, having waited `seconds` in all (one call per batch)."""
+        self.queue[0] += requests
         self.queue[1] += int(seconds * _NS)
 
     def executed(self, rows: int, requests: int, input_s: float, infer_s: float, output_s: float) -> None:
