@@ -35,43 +35,38 @@ class GatewayError(HTTPError):
 
 
 class Exchange:
-    """Per-request state; attributes are filled in chain order (see services.gateway.chain)."""
+    """Per-request state; attributes are filled in chain order (see services.gateway.chain).
 
-    __slots__ = (
-        "answered_version",
-        "body",
-        "chosen",
-        "consumer",
-        "credentials",
-        "error_key",
-        "extra",
-        "headers",
-        "method",
-        "mirror",
-        "model",
-        "model_route",
-        "outgoing",
-        "path",
-        "path_version",
-        "payload",
-        "pipeline",
-        "policy",
-        "query",
-        "raw_path",
-        "receive",
-        "reply",
-        "request_id",
-        "resilience",
-        "response_headers",
-        "rest",
-        "route_label",
-        "service",
-        "start",
-        "status",
-        "target",
-        "upstream",
-        "version",
-    )
+    The defaults are class attributes, so a request pays only for what its policies set (a plain
+    instance dict: __slots__ would need every one of ~30 attributes assigned per request).
+    """
+
+    raw_path = b""
+    receive: Any = None  # the ASGI receive callable the body is read from
+    query = b""
+    model: str | None = None  # the model a /v2/models/ path (or a gRPC message) names
+    model_route: ModelRoute | None = None  # a /v2/models/ route
+    pipeline: PipelineRoute | None = None  # a pipeline's business route
+    path_version: str | None = None
+    rest = ""
+    route_label = UNMATCHED
+    error_key = "message"
+    consumer = ""
+    credentials: tuple[str, ...] = ()
+    version = 0
+    chosen = NO_VERSION  # the x-model-version answer header once a version is chosen
+    service = ""  # the upstream the route chose
+    resilience: Resilience | None = None
+    body = b""
+    outgoing: dict[str, str] | None = None
+    target = ""
+    mirror: asyncio.Future | None = None  # hands the primary's reply to a mirrored request
+    upstream = ""  # the upstream actually called (metrics); "" while the gateway answers itself
+    reply: Reply | None = None  # once the upstream answered
+    status = 0
+    payload = b""
+    response_headers: list[tuple[bytes, bytes]] | None = None
+    answered_version = ""
 
     def __init__(self, policy: Policy, start: float, path: str, method: str, headers: dict[str, str]) -> None:
         self.policy = policy  # the snapshot this request runs under, start to end
@@ -81,32 +76,6 @@ class Exchange:
         self.headers = headers
         self.request_id = headers.get("x-request-id") or os.urandom(16).hex()
         self.extra: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode("latin-1"))]
-        self.raw_path = b""
-        self.receive: Any = None  # the ASGI receive callable the body is read from
-        self.query = b""
-        self.model: str | None = None  # the model a /v2/models/ path (or a gRPC message) names
-        self.model_route: ModelRoute | None = None  # a /v2/models/ route
-        self.pipeline: PipelineRoute | None = None  # a pipeline's business route
-        self.path_version: str | None = None
-        self.rest = ""
-        self.route_label = UNMATCHED
-        self.error_key = "message"
-        self.consumer = ""
-        self.credentials: tuple[str, ...] = ()
-        self.version = 0
-        self.chosen = NO_VERSION  # the x-model-version answer header once a version is chosen
-        self.service = ""  # the upstream the route chose
-        self.resilience: Resilience | None = None
-        self.body = b""
-        self.outgoing: dict[str, str] | None = None
-        self.target = ""
-        self.mirror: asyncio.Future | None = None  # hands the primary's reply to a mirrored request
-        self.upstream = ""  # the upstream actually called (metrics); "" while the gateway answers itself
-        self.reply: Reply | None = None  # once the upstream answered
-        self.status = 0
-        self.payload = b""
-        self.response_headers: list[tuple[bytes, bytes]] | None = None
-        self.answered_version = ""
 
     @classmethod
     def from_asgi(cls, scope: dict[str, Any], receive: Any, policy: Policy, start: float) -> Exchange:

@@ -44,15 +44,6 @@ def upstream_headers(headers: dict[str, str], credentials: tuple[str, ...]) -> d
     return {k: v for k, v in headers.items() if k not in REQUEST_SKIP and k not in named and k not in credentials}
 
 
-def response_skip(raw_headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Response fields not passed back: hop-by-hop, those the upstream's Connection names, framing."""
-    named = [v for n, v in raw_headers if n.lower() == b"connection"]
-    if not named:
-        return RESPONSE_SKIP
-    extra = {t.strip().lower() for v in named for t in v.split(b",") if t.strip()}
-    return RESPONSE_SKIP | extra
-
-
 def query_key(query: bytes, key_names: tuple[str, ...]) -> str | None:
     """The first key-name parameter's value in a query string (Kong key-auth's second location)."""
     params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
@@ -72,17 +63,25 @@ def strip_query_keys(query: bytes, key_names: tuple[str, ...]) -> bytes:
 def passed_back(
     raw_headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]
 ) -> tuple[list[tuple[bytes, bytes]], str]:
-    """An upstream answer's headers as the client gets them (lowercase names, hop-by-hop and framing
-    removed, the gateway's `extra` added) and the x-model-version it carried ("" if none)."""
-    skip = response_skip(raw_headers)
+    """An upstream answer's headers as the client gets them (lowercase names; hop-by-hop fields, those
+    the upstream's Connection names, and framing removed; the gateway's `extra` added) and the
+    x-model-version it carried ("" if none). One pass; a second only when a Connection header named fields."""
     out: list[tuple[bytes, bytes]] = []
     version = b""
+    named: set[bytes] | None = None
     for raw_name, raw_value in raw_headers:
         name = raw_name.lower()
-        if name in skip:
+        if name in RESPONSE_SKIP:
+            if name == b"connection":
+                tokens = {t.strip().lower() for t in raw_value.split(b",")} - {b""}
+                named = tokens if named is None else named | tokens
             continue
         if name == b"x-model-version":
             version = raw_value
         out.append((name, raw_value))
+    if named:
+        out = [(name, value) for name, value in out if name not in named]
+        if b"x-model-version" in named:
+            version = b""
     out.extend(extra)
     return out, version.decode("latin-1")

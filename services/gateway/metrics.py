@@ -2,7 +2,8 @@
 
 Labelled children are cached per label tuple: `.labels()` costs a lock and a dict build each
 call, and the hot path does one counter and one histogram operation per request: `RequestMetrics`,
-the log phase of the gateway's chain (services.gateway.chain), after the answer is sent.
+the log phase of the gateway's chain (services.gateway.chain), after the answer is sent. Those two
+are services.common.leanmetrics' lock-free ones (updated on the event-loop thread only).
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common import leanmetrics as lean
 from services.common import metric_names as names
 from services.common.telemetry import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from services.gateway.exchange import Exchange
 
-REQUESTS = Counter(
+REQUESTS = lean.Counter(
     names.GATEWAY_REQUESTS,
     "Requests answered by the gateway, by route, upstream service, answering model version and status code.",
     ["route", "upstream", "version", "code"],
 )
-DURATION = Histogram(
+DURATION = lean.Histogram(
     names.GATEWAY_DURATION,
     "Time from request start to response end at the gateway.",
     ["route", "upstream"],
