@@ -5,8 +5,10 @@ On a shared 2-core machine req/s swings by 25 % between runs of the same code (r
 two modes, ~7.1-7.6k and ~9.0-9.6k), so a 5 % regression hides in the noise. This counts instead:
 Python bytecodes executed on the event-loop thread per request (sys.settrace with opcode events, a
 deterministic figure) for the in-process infer path (hotpath_driver.py: the tree's ASGI app, digits,
-32 concurrent binary requests) and for the HTTP protocol (uvicorn's httptools protocol alone against
-the tree's guarded one), with the event-loop CPU per request in process beside it (min of 5 runs).
+32 concurrent binary requests), for the HTTP protocol (uvicorn's httptools protocol alone against
+the tree's guarded one) and for the gateway (its handle and real upstream client in front of one
+model server of this checkout), with the app's event-loop CPU per request in process beside it
+(min of 5 runs).
 With a base it measures both trees the same way and reports the ratios. Also times one update of
 prometheus_client's Histogram/Counter against services.common.leanmetrics' (timeit, min of 5).
 
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests.bench.machine import machine_facts
+from loadtests.bench.process import free_port, serving
 from loadtests.bench.v2 import write_bodies
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,9 +38,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DRIVER = Path(__file__).resolve().parent / "hotpath_driver.py"
 
 
-def _run(tree: Path, n: int, mode: str, body: Path, header_length: str) -> dict:
+def _run(tree: Path, n: int, mode: str, body: Path, header_length: str, *extra: str) -> dict:
     done = subprocess.run(
-        [sys.executable, str(DRIVER), str(tree), str(n), mode, str(body), header_length],
+        [sys.executable, str(DRIVER), str(tree), str(n), mode, str(body), header_length, *extra],
         capture_output=True, text=True, check=False, cwd=tree,
     )  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith('{"requests"')]
@@ -46,8 +49,9 @@ def _run(tree: Path, n: int, mode: str, body: Path, header_length: str) -> dict:
     return json.loads(lines[-1])
 
 
-def measure_tree(tree: Path, n: int, body: Path, header_length: str) -> dict:
+def measure_tree(tree: Path, n: int, body: Path, header_length: str, upstream_port: int) -> dict:
     ops = _run(tree, n, "ops", body, header_length)
+    gateway = _run(tree, n, "gateway", body, header_length, str(upstream_port))
     cpu = min(_run(tree, n * 2, "cpu", body, header_length)["cpu_us_per_request"] for _ in range(5))
     plain = _run(tree, n, "protocol-plain", body, header_length)
     guarded = _run(tree, n, "protocol-guarded", body, header_length)
@@ -57,6 +61,8 @@ def measure_tree(tree: Path, n: int, body: Path, header_length: str) -> dict:
         "app_top_functions": {k: round(v, 1) for k, v in list(ops["by_function"].items())[:25]},
         "protocol_ops_uvicorn": round(plain["ops_per_request"], 1),
         "protocol_ops_guarded": round(guarded["ops_per_request"], 1),
+        "gateway_ops_per_request": round(gateway["ops_per_request"], 1),
+        "gateway_top_functions": {k: round(v, 1) for k, v in list(gateway["by_function"].items())[:25]},
     }
 
 
@@ -115,6 +121,7 @@ def report(result: dict) -> str:
         ("app: loop CPU us per request (min of 5)", "app_cpu_us_per_request_min"),
         ("protocol: uvicorn's httptools, bytecodes", "protocol_ops_uvicorn"),
         ("protocol: as served (the guard of services/common/httpserver.py), bytecodes", "protocol_ops_guarded"),
+        ("gateway: handle + upstream client per proxied request, bytecodes", "gateway_ops_per_request"),
     ]
     for label, key in keys:
         ours = result["tree"][key]
@@ -128,6 +135,10 @@ def report(result: dict) -> str:
         total_base = result["base"]["app_ops_per_request"] + result["base"]["protocol_ops_guarded"]
         ratio = total_ours / total_base
         lines.append(f"| app + protocol as served, bytecodes | {total_base:,.1f} | {total_ours:,.1f} | {ratio:.3f} |")
+        gw_ours = result["tree"]["gateway_ops_per_request"] + result["tree"]["protocol_ops_guarded"]
+        gw_base = result["base"]["gateway_ops_per_request"] + result["base"]["protocol_ops_guarded"]
+        ratio = gw_ours / gw_base
+        lines.append(f"| gateway + protocol as served, bytecodes | {gw_base:,.1f} | {gw_ours:,.1f} | {ratio:.3f} |")
     lines += ["", "One metric update (ns, min of 5 timeit runs of 200,000):", "", "| update | ns |", "| --- | --- |"]
     lines += [f"| {name} | {ns} |" for name, ns in result["metric_updates"].items()]
     lines += [
@@ -138,6 +149,9 @@ def report(result: dict) -> str:
         "| --- | --- |",
     ]
     lines += [f"| `{name}` | {ops} |" for name, ops in result["tree"]["app_top_functions"].items()]
+    lines += ["", "Top functions of the gateway in this tree (bytecodes per proxied request):", ""]
+    lines += ["| function | bytecodes |", "| --- | --- |"]
+    lines += [f"| `{name}` | {ops} |" for name, ops in result["tree"].get("gateway_top_functions", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -160,9 +174,14 @@ def main(argv: list[str] | None = None) -> int:
             result["base_label"] = args.base_commit
         elif base is not None:
             result["base_label"] = str(base)
-        if base is not None:
-            result["base"] = measure_tree(base.resolve(), args.requests, binary.path, header_length)
-        result["tree"] = measure_tree(REPO, args.requests, binary.path, header_length)
+        port = free_port()
+        serve = [sys.executable, "-m", "services.cli", "serve", "--repository", str(REPO / "models")]
+        serve += ["--model", "digits:1", "--port", str(port), "--poll-interval", "0"]
+        ready = f"http://127.0.0.1:{port}/v2/health/ready"
+        with serving(serve, ready, Path(tmp) / "modelserver.log", cwd=REPO):  # the gateways' upstream
+            if base is not None:
+                result["base"] = measure_tree(base.resolve(), args.requests, binary.path, header_length, port)
+            result["tree"] = measure_tree(REPO, args.requests, binary.path, header_length, port)
         result["metric_updates"] = metric_updates()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hotpath.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -6,6 +6,8 @@ bytecodes executed per request on the event-loop thread, by function (MODE `ops`
 count: sys.settrace with opcode events), or event-loop CPU microseconds per request (MODE `cpu`).
 MODE `protocol-plain` / `protocol-guarded`: the same count for the HTTP protocol alone (uvicorn's, or
 the one the tree serves with: services.common.httpserver's guard, uvicorn's in trees without it).
+MODE `gateway` (one more argument: a model server's port): the tree's gateway in process, its handle
+and real upstream client, bytecodes per proxied request.
 Run as a script so that TREE's `services` package, not this checkout's, is imported.
 """
 
@@ -173,6 +175,76 @@ async def _drive_protocol(tree: str, n: int, guarded: bool, body: bytes, header_
             "by_function": {k: v / n for k, v in counts.most_common()}}  # fmt: skip
 
 
+async def _drive_gateway(tree: str, n: int, body: bytes, header_length: bytes, upstream_port: int) -> dict:
+    """The tree's gateway in process (`Gateway.handle` and its real upstream client) in front of a model
+    server on `upstream_port`: bytecodes per proxied request on the loop thread, protocol excluded."""
+    import tempfile
+
+    import yaml
+
+    from services.discovery.static import StaticDiscovery  # the tree's
+    from services.gateway.app import Gateway
+
+    folder = Path(tempfile.mkdtemp(prefix="meshserve-hotpath-gw-"))
+    resilience = {
+        "timeout": "10s",
+        "retries": {"attempts": 2, "per_try_timeout": "5s"},
+        "outlier_detection": {"consecutive_5xx_errors": 0},
+        "connection_pool": {"max_connections": 64, "max_pending_requests": 128},
+    }
+    digits = {"versions": {1: {"replicas": 1}}, "traffic": {"weights": {1: 100}}, "resilience": resilience}
+    consumer = {"username": "bench", "api_key": {"env": "HOTPATH_KEY"}, "rate_limit": {"second": 10**9}}
+    spec = {
+        "name": "hotpath",
+        "repository": str(Path(tree) / "models"),
+        "models": {"digits": digits},
+        "gateway": {"consumers": [consumer]},
+    }
+    (folder / "mesh.yaml").write_text(yaml.safe_dump(spec))
+    endpoint = {"service": "digits-v1", "instance": "digits-v1-0", "host": "127.0.0.1", "port": upstream_port}
+    (folder / "endpoints.json").write_text(json.dumps({"services": {"digits-v1": [endpoint]}}))
+    gateway = Gateway(folder / "mesh.yaml", StaticDiscovery(folder / "endpoints.json"), environ={"HOTPATH_KEY": "k"})
+    await gateway.start()
+    headers = [
+        (b"host", b"bench"),
+        (b"apikey", b"k"),
+        (b"content-length", str(len(body)).encode()),
+        (b"inference-header-content-length", header_length),
+    ]
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/digits/infer", "query_string": b"",
+             "raw_path": b"/v2/models/digits/infer", "headers": headers}  # fmt: skip
+    statuses: collections.Counter = collections.Counter()
+
+    async def one() -> None:
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses[message["status"]] += 1
+
+        await gateway.handle(scope, receive, send)
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await one()
+
+    concurrency = 16
+    await asyncio.gather(*(worker(30) for _ in range(concurrency)))  # warm: connections open
+    per_task = max(1, n // concurrency)
+    counts: collections.Counter = collections.Counter()
+    statuses.clear()
+    sys.settrace(_tracer(counts, tree))
+    await asyncio.gather(*(worker(per_task) for _ in range(concurrency)))
+    sys.settrace(None)
+    await gateway.stop()
+    if set(statuses) != {200}:
+        raise SystemExit(f"not every request answered 200: {dict(statuses)}")
+    total = per_task * concurrency
+    return {"requests": total, "ops_per_request": sum(counts.values()) / total,
+            "by_function": {k: v / total for k, v in counts.most_common()}}  # fmt: skip
+
+
 def main() -> None:
     tree, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     body, header_length = Path(sys.argv[4]).read_bytes(), sys.argv[5].encode()
@@ -180,7 +252,9 @@ def main() -> None:
     import uvloop
 
     uvloop.install()
-    if mode.startswith("protocol-"):
+    if mode == "gateway":
+        result = asyncio.run(_drive_gateway(tree, n, body, header_length, int(sys.argv[6])))
+    elif mode.startswith("protocol-"):
         result = asyncio.run(_drive_protocol(tree, n, mode == "protocol-guarded", body, header_length))
     else:
         result = asyncio.run(_drive(tree, n, mode, body, header_length))

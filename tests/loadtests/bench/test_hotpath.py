@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,9 @@ def test_the_report_gives_ratios_against_a_base() -> None:
         "app_top_functions": {"a": 1.0},
         "protocol_ops_uvicorn": 1100.0,
         "protocol_ops_guarded": 1200.0,
+        "gateway_ops_per_request": 2300.0,
     }
-    base = {**tree, "app_ops_per_request": 2400.0, "protocol_ops_guarded": 1100.0}
+    base = {**tree, "app_ops_per_request": 2400.0, "protocol_ops_guarded": 1100.0, "gateway_ops_per_request": 2400.0}
     result = {
         "machine": {"date_utc": "now", "cpu_model": "cpu", "commit": "abc"},
         "requests": 10,
@@ -48,3 +50,20 @@ def test_the_report_gives_ratios_against_a_base() -> None:
     text = hotpath.report(result)
     assert "| app: bytecodes per request | 2,400.0 | 1,800.0 | 0.750 |" in text
     assert "| app + protocol as served, bytecodes | 3,500.0 | 3,000.0 | 0.857 |" in text
+    assert "| gateway + protocol as served, bytecodes | 3,500.0 | 3,500.0 | 1.000 |" in text
+
+
+def test_counts_the_gateway_in_front_of_a_real_model_server(tmp_path: Path) -> None:
+    from loadtests.bench.process import free_port, serving
+
+    body = write_bodies("input", np.zeros((1, 1, 8, 8), np.float32), "logits", tmp_path)["binary"]
+    port = free_port()
+    cmd = [sys.executable, "-m", "services.cli", "serve", "--repository", str(REPO / "models")]
+    cmd += ["--model", "digits:1", "--port", str(port), "--poll-interval", "0"]
+    with serving(cmd, f"http://127.0.0.1:{port}/v2/health/ready", tmp_path / "ms.log", cwd=REPO):
+        gateway = hotpath._run(
+            REPO, 32, "gateway", body.path, body.headers["Inference-Header-Content-Length"], str(port)
+        )
+    functions = " ".join(gateway["by_function"])
+    assert "gateway/app.py:handle" in functions and "common/client.py:request" in functions
+    assert gateway["ops_per_request"] > 0
