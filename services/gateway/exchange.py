@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from mesh.spec import Resilience
@@ -22,6 +24,8 @@ from services.gateway.policy import PipelineRoute, Policy
 JSON = (b"content-type", b"application/json")
 UNMATCHED = "unmatched"  # the route label of paths that match no route (never the raw path)
 NO_VERSION: tuple[tuple[bytes, bytes], ...] = ()
+_latin1 = partial(bytes.decode, encoding="latin-1")
+_name, _value = itemgetter(0), itemgetter(1)
 
 
 class GatewayError(HTTPError):
@@ -80,10 +84,14 @@ class Exchange:
     @classmethod
     def from_asgi(cls, scope: dict[str, Any], receive: Any, policy: Policy, start: float) -> Exchange:
         """Header pairs decoded once (latin-1; repeated names joined with ", " as RFC 9110 allows)."""
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        raw = scope["headers"]
+        # in C, no bytecode per field: names and values decoded and zipped into a dict
+        headers = dict(zip(map(_latin1, map(_name, raw)), map(_latin1, map(_value, raw)), strict=True))
+        if len(headers) != len(raw):  # a repeated name
+            headers = {}
+            for raw_name, raw_value in raw:
+                name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
         exchange = cls(policy, start, scope["path"], scope["method"], headers)
         exchange.raw_path = scope.get("raw_path") or b""
         exchange.receive = receive

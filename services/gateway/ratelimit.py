@@ -26,6 +26,10 @@ class Verdict:
     retry_after: int = 0
 
 
+# per window, Kong's X-RateLimit-Limit-<window> / X-RateLimit-Remaining-<window> names, encoded once
+_HEADER_NAMES = {w: (f"x-ratelimit-limit-{w}".encode(), f"x-ratelimit-remaining-{w}".encode()) for w in PERIODS}
+
+
 class RateLimiter:
     """Counters keyed by (consumer, window); limits may change between calls (a spec reload)."""
 
@@ -54,9 +58,9 @@ class RateLimiter:
         tightest = None
         for window, limit, entry, reset in states:
             remaining = max(0, limit - int(entry[1]))
-            title = window
-            headers.append((f"x-ratelimit-limit-{title}".encode(), str(limit).encode()))
-            headers.append((f"x-ratelimit-remaining-{title}".encode(), str(remaining).encode()))
+            limit_name, remaining_name = _HEADER_NAMES[window]
+            headers.append((limit_name, str(limit).encode()))
+            headers.append((remaining_name, str(remaining).encode()))
             if tightest is None or remaining < tightest[1]:
                 tightest = (limit, remaining, reset)
         if tightest is not None:
