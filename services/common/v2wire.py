@@ -10,6 +10,9 @@ the pipeline calling a model (`write_request`, `read_response`) and the gateway 
 answers (`read_response`). Every failure is a ProtocolError(400) whose message names the tensor and
 what was wrong; a caller that reads an upstream's answer turns it into its own status.
 
+The protocol's model paths, /v2/models/<m>[/versions/<v>][/<rest>], are read here too
+(`split_model_path`): the gateway routes by them and the model server serves infer at them.
+
 The raw frame (`x-tensor-shape: 1,1,8,8` + raw little-endian FP32 bytes, `raw_headers`/`read_raw`)
 stays the pipeline's stage-to-stage format, by measurement (loadtests/bench/wire.py): one FP32
 tensor per hop needs no JSON header, and writing + reading the frame costs about half of the v2
@@ -29,6 +32,18 @@ import orjson
 
 from services.common.datatypes import V2_TO_NUMPY
 from services.common.errors import ProtocolError, quoted
+
+MODELS_PREFIX = "/v2/models/"
+
+
+def split_model_path(path: str) -> tuple[str, str | None, str]:
+    """/v2/models/<m>[/versions/<v>][/rest] -> (model, version or None, rest); `path` starts with MODELS_PREFIX."""
+    parts = path[len(MODELS_PREFIX) :].split("/", 3)
+    model = parts[0]
+    if len(parts) >= 3 and parts[1] == "versions":
+        return model, parts[2], "/".join(parts[3:])
+    return model, None, "/".join(parts[1:])
+
 
 HEADER_LENGTH = "inference-header-content-length"
 OCTET = "application/octet-stream"

@@ -60,12 +60,3 @@ def build_policy(spec: MeshSpec, environ: Mapping[str, str] | None = None) -> Po
         pipelines={p.route: PipelineRoute(name, p.resilience) for name, p in spec.pipelines.items()},
         models={name: build_model_route(name, spec) for name in spec.models},
     )
-
-
-def split_model_path(path: str) -> tuple[str, str | None, str]:
-    """/v2/models/<m>[/versions/<v>][/rest] -> (model, version or None, rest); path starts /v2/models/."""
-    parts = path[len("/v2/models/") :].split("/", 3)
-    model = parts[0]
-    if len(parts) >= 3 and parts[1] == "versions":
-        return model, parts[2], "/".join(parts[3:])
-    return model, None, "/".join(parts[1:])

@@ -13,11 +13,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from services.common.v2wire import MODELS_PREFIX, split_model_path
 from services.gateway import protocol
 from services.gateway.exchange import Exchange, GatewayError
-from services.gateway.policy import split_model_path
-
-MODELS_PREFIX = "/v2/models/"
 
 
 class NoRoute(GatewayError):

@@ -2,7 +2,7 @@
 
 POST /v2/models/{m}[/versions/{v}]/infer never touches FastAPI, pydantic or per-request logging
 (a plain ASGI callable serves about twice the requests of a FastAPI route); health, metadata, the
-repository extension, /metrics and the OpenAPI docs are ordinary FastAPI routes.
+repository extension, /metrics and the OpenAPI docs are ordinary FastAPI routes (routes.py).
 """
 
 from __future__ import annotations
@@ -11,31 +11,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from services.common.asgi import BodyTooLarge, ClientGone, read_body
 from services.common.compression import UnsupportedEncoding, decompress
-from services.common.errors import ProtocolError, error_body, quoted
-from services.common.telemetry import setup_service
+from services.common.errors import ProtocolError, error_body
 from services.common.tracing import trace_asgi
-from services.common.v2wire import split_body, write_response
+from services.common.v2wire import split_body, split_model_path, write_response
 from services.modelserver.codec import InferRequest, decode_request
 from services.modelserver.dataplane import DataPlane, Output, Settings
-from services.modelserver.repository import ServingVersion, is_version
-from services.modelserver.triton import model_config, model_statistics
+from services.modelserver.repository import ServingVersion
+from services.modelserver.routes import ServerInfo, build_api
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "meshserve"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["model_repository", "binary_tensor_data", "model_configuration", "statistics"]
+SERVER = ServerInfo(SERVER_NAME, SERVER_VERSION, tuple(EXTENSIONS))
 _INFER_PREFIX = "/v2/models/"
 _INFER_SUFFIX = "/infer"
 _JSON = b"application/json"
@@ -124,12 +120,8 @@ class InferenceApp:
         plane = self.plane
         try:
             plane.refuse_if_draining()  # early, before a body that may take long to arrive
-            parts = path[len(_INFER_PREFIX) : -len(_INFER_SUFFIX)].split("/")
-            if len(parts) == 1 and parts[0]:
-                model, version = parts[0], None
-            elif len(parts) == 3 and parts[1] == "versions" and parts[0]:
-                model, version = parts[0], parts[2]
-            else:
+            model, version, rest = split_model_path(path)
+            if rest != "infer" or not model or version == "":
                 raise ProtocolError(404, f"no such endpoint: POST {path}")
             limit = plane.settings.max_body_bytes
             header_length, encoding = _check_content_length(scope, limit)
@@ -161,57 +153,15 @@ def _encode(serving: ServingVersion, request: InferRequest, outputs: list[Output
     return 200, payload, _OCTET, extra
 
 
-# ---------------------------------------------------------------- FastAPI: everything but infer
+def build_app(settings: Settings) -> InferenceApp:
+    plane = DataPlane(settings)
+    return InferenceApp(plane, build_api(plane, SERVER, _lifespan(plane)))
 
 
-async def _json_object(request: Request, what: str) -> dict:
-    """The body as a JSON object ({} when empty), read raw: clients such as tritonclient send
-    no Content-Type, so FastAPI's body parsing would refuse them."""
-    body = await request.body()
-    if not body.strip():
-        return {}
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(400, f"{what} body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ProtocolError(400, f"{what} body must be a JSON object, got {type(doc).__name__}")
-    return doc
-
-
-_INDEX_BODY = {
-    "requestBody": {
-        "required": False,
-        "content": {"application/json": {"schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}},
-    }
-}
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> Response:
-    return Response(error_body(message), status, headers, media_type="application/json")
-
-
-def _version_metadata(serving: ServingVersion, versions: list[int]) -> dict:
-    sig = serving.signature
-    return {
-        "name": serving.model,
-        "versions": [str(v) for v in versions],
-        "platform": serving.config.platform,
-        "inputs": [t.metadata() for t in sig.inputs.values()],
-        "outputs": [t.metadata() for t in sig.outputs.values()],
-        "parameters": {
-            **serving.config.parameters,
-            "max_batch_size": serving.config.max_batch_size,
-            "description": serving.config.description,
-            "execution_providers": serving.runtime.providers,
-            "device": serving.runtime.device,
-        },
-    }
-
-
-def build_api(plane: DataPlane) -> FastAPI:
-    repository = plane.repository
-    settings = plane.settings
+def _lifespan(plane: DataPlane) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Start-up and shut-down of what the data plane runs beside requests: the decoder process, the
+    repository's first scan and its polling; the repository closes last."""
+    repository, settings = plane.repository, plane.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -230,103 +180,4 @@ def build_api(plane: DataPlane) -> FastAPI:
             await asyncio.to_thread(plane.decoder.close)
             log.info("model server stopped")
 
-    api = FastAPI(
-        title="meshserve model server",
-        version=SERVER_VERSION,
-        description="Open Inference Protocol (KServe v2) over onnxruntime. POST "
-        "/v2/models/{model}[/versions/{version}]/infer is served by a lean ASGI route in front of this app.",
-        lifespan=lifespan,
-    )
-    setup_service(api, "modelserver")
-
-    @api.exception_handler(ProtocolError)
-    async def _protocol_error(_: Request, exc: ProtocolError) -> Response:
-        return _error(exc.status, exc.message, {k.decode(): v.decode() for k, v in exc.headers})
-
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        return _error(400, f"invalid request: {exc.errors()}")
-
-    @api.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return _error(exc.status_code, str(exc.detail))
-
-    @api.get("/v2")
-    async def server_metadata() -> dict:
-        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
-
-    @api.get("/v2/health/live")
-    async def live() -> dict:
-        return {"live": True}
-
-    @api.get("/v2/health/ready")
-    async def ready() -> JSONResponse:
-        is_ready = plane.ready()
-        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
-
-    # Triton's statistics extension; before the metadata route, which would take "stats" for a model name
-    @api.get("/v2/models/stats")
-    @api.get("/v2/models/{model}/stats")
-    @api.get("/v2/models/{model}/versions/{version}/stats")
-    async def model_stats(model: str | None = None, version: str | None = None) -> dict:
-        return model_statistics(repository, model, version)
-
-    @api.get("/v2/models/{model}/config")
-    @api.get("/v2/models/{model}/versions/{version}/config")
-    async def model_configuration(model: str, version: str | None = None) -> dict:
-        """Triton's model configuration extension (what perf_analyzer asks first)."""
-        return model_config(repository.get(model, version))
-
-    @api.get("/v2/models/{model}")
-    @api.get("/v2/models/{model}/versions/{version}")
-    async def model_metadata(model: str, version: str | None = None) -> dict:
-        serving = repository.get(model, version)
-        versions = sorted(repository.models[model].serving) if version is None else [serving.version]
-        return _version_metadata(serving, versions)
-
-    @api.get("/v2/models/{model}/ready")
-    @api.get("/v2/models/{model}/versions/{version}/ready")
-    async def model_ready(model: str, version: str | None = None) -> JSONResponse:
-        if model not in repository.models:
-            return _error(404, f"unknown model {quoted(model)}")
-        if version is not None and not is_version(version):
-            return _error(404, f"unknown version {quoted(version)} of model {model!r}: versions are whole numbers")
-        try:
-            serving = repository.get(model, version)
-        except ProtocolError:
-            return JSONResponse({"name": model, "ready": False}, status_code=503)
-        if not serving.health.healthy:  # failing (services/modelserver/health.py)
-            return JSONResponse({"name": model, "ready": False}, status_code=503)
-        return JSONResponse({"name": model, "ready": True})
-
-    @api.post("/v2/repository/index", openapi_extra=_INDEX_BODY)
-    async def repository_index(request: Request) -> list[dict]:
-        ready = (await _json_object(request, "index request")).get("ready", False)
-        if type(ready) is not bool:
-            raise ProtocolError(400, f"index request: 'ready' must be true or false, got {type(ready).__name__}")
-        return repository.index(ready_only=ready)
-
-    @api.post("/v2/repository/models/{model}/load")
-    async def repository_load(model: str, request: Request) -> dict:
-        params = (await _json_object(request, "load request")).get("parameters") or {}
-        if params:
-            names = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ProtocolError(
-                400,
-                f"load parameters {names} are not supported: the server loads what the "
-                "repository folder holds (edit config.yaml / the version folders instead)",
-            )
-        await repository.load(model)
-        return {}
-
-    @api.post("/v2/repository/models/{model}/unload")
-    async def repository_unload(model: str) -> dict:
-        await repository.unload(model)
-        return {}
-
-    return api
-
-
-def build_app(settings: Settings) -> InferenceApp:
-    plane = DataPlane(settings)
-    return InferenceApp(plane, build_api(plane))
+    return lifespan

@@ -8,8 +8,9 @@ import pytest
 from mesh.spec import validate_spec
 from services.common.errors import ProtocolError
 from services.common.routing import RouteError
+from services.common.v2wire import split_model_path
 from services.gateway.agreement import agreement, top1
-from services.gateway.policy import build_policy, split_model_path
+from services.gateway.policy import build_policy
 from services.gateway.ratelimit import RateLimiter
 from tests.services.gateway.stack import MODELS, base_spec
 
