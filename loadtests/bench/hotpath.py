@@ -119,8 +119,8 @@ def report(result: dict) -> str:
     keys = [
         ("app: bytecodes per request", "app_ops_per_request"),
         ("app: loop CPU us per request (min of 5)", "app_cpu_us_per_request_min"),
-        ("protocol: uvicorn's httptools, bytecodes", "protocol_ops_uvicorn"),
-        ("protocol: as served (the guard of services/common/httpserver.py), bytecodes", "protocol_ops_guarded"),
+        ("protocol: uvicorn's httptools with uvicorn's defaults, bytecodes", "protocol_ops_uvicorn"),
+        ("protocol: as the model server serves (httpserver.py's config), bytecodes", "protocol_ops_guarded"),
         ("gateway: handle + upstream client per proxied request, bytecodes", "gateway_ops_per_request"),
     ]
     for label, key in keys:

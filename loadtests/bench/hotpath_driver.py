@@ -4,8 +4,9 @@ Builds the tree's ASGI app on its own `models/` (digits, version 2), sends N bin
 concurrent tasks (as wrk -c32 would; the batcher batches them) and prints one JSON line: Python
 bytecodes executed per request on the event-loop thread, by function (MODE `ops`, a deterministic
 count: sys.settrace with opcode events), or event-loop CPU microseconds per request (MODE `cpu`).
-MODE `protocol-plain` / `protocol-guarded`: the same count for the HTTP protocol alone (uvicorn's, or
-the one the tree serves with: services.common.httpserver's guard, uvicorn's in trees without it).
+MODE `protocol-plain` / `protocol-guarded`: the same count for the HTTP protocol alone: uvicorn's
+httptools protocol with uvicorn's defaults, or what the tree serves with (services.common.httpserver's
+config: the guard, no X-Forwarded-* rewriting; uvicorn's defaults in trees without it).
 MODE `gateway` (one more argument: a model server's port): the tree's gateway in process, its handle
 and real upstream client, bytecodes per proxied request.
 Run as a script so that TREE's `services` package, not this checkout's, is imported.
@@ -151,16 +152,20 @@ async def _drive_protocol(tree: str, n: int, guarded: bool, body: bytes, header_
         def close(self) -> None:
             pass
 
+    # plain: uvicorn's httptools protocol under uvicorn's defaults (X-Forwarded-* rewriting on);
+    # served: the tree's own services.common.httpserver.config (a tree without it served the model
+    # server with uvicorn's defaults: the plain case)
     config = uvicorn.Config(app, http="httptools", access_log=False, log_config=None, server_header=False)
-    config.load()
-    cls: Any = HttpToolsProtocol
     if guarded:
         try:
-            from services.common.httpserver import HttpLimits, protocol_class  # the tree's
-        except ImportError:  # a tree from before the guard served with uvicorn's protocol as it is
+            from services.common.httpserver import HttpLimits
+            from services.common.httpserver import config as served  # the tree's
+        except ImportError:
             pass
         else:
-            cls = protocol_class(HttpLimits())
+            config = served(app, limits=HttpLimits())
+    config.load()
+    cls: Any = config.http_protocol_class if guarded else HttpToolsProtocol
     protocol = cls(config=config, server_state=ServerState(), app_state={})
     protocol.connection_made(Transport())
     counts: collections.Counter = collections.Counter()

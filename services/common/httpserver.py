@@ -18,6 +18,10 @@ shutdown. `protocol_class(limits)` is uvicorn's httptools protocol with what Env
 - chunked trailers are dropped (httptools reports them as more headers, and uvicorn appended
   them to the request's headers: a key sent only as a trailer authenticated at the gateway).
 
+And one thing uvicorn does slowly: it writes a response's head and body in two transport writes (two
+send() syscalls, two TCP segments for a small answer); `_OneWrite` sends them as one (~5 % more
+requests per CPU-second on the digits model, loadtests/bench/results/merged-ab.md).
+
 `config(app, ...)` builds the uvicorn.Config every service runs with; the limits come from the
 environment (`HttpLimits.from_env`), so the supervisor, a pod spec or a test sets them alike.
 """
@@ -84,6 +88,47 @@ def _response(status: int, reason: str, message: str) -> bytes:
     return head.encode() + body
 
 
+class _OneWrite:
+    """The transport a response is written through: uvicorn writes a response's head and its body in
+    two transport.write calls (two send() syscalls, two TCP segments for a small answer); this holds
+    the head until the body's first write, or until the response completes, and sends them as one."""
+
+    __slots__ = ("cycle", "fresh", "held", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.cycle: Any = None
+        self.fresh = False  # the current cycle's head is not written yet
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held + data)
+        elif self.fresh and self.cycle.response_started:  # the head (a 100 Continue comes before the start)
+            self.fresh = False
+            self.held = data
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is: between requests, inside a head, inside a body
 
 
@@ -113,6 +158,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._now = self.loop.time()  # of the current read: the callbacks set deadlines from it
         self._deadline = self._now + self._header_timeout
         self._timer: asyncio.TimerHandle | None = self.loop.call_at(self._deadline, self._timed_out)
+        self._out = _OneWrite(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -246,6 +292,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_sooner and deadline < self._timer.when():  # type: ignore[union-attr]
             self._move_deadline(deadline)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:
+            out = self._out
+            out.flush()
+            out.cycle, out.fresh = cycle, True
+            cycle.transport = out
+
+    def on_response_complete(self) -> None:
+        self._out.flush()  # a response without a body write (HEAD, 204) still goes out
+        super().on_response_complete()
 
 
 def protocol_class(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
@@ -263,13 +319,18 @@ def protocol_class(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
 
 
 def config(app: Any, *, limits: HttpLimits | None = None, **options: Any) -> uvicorn.Config:
-    """uvicorn.Config for a meshserve service: uvloop, the guarded httptools protocol, no access log."""
+    """uvicorn.Config for a meshserve service: uvloop, the guarded httptools protocol, no access log,
+    no proxy-header rewriting."""
     defaults: dict[str, Any] = {
         "loop": "uvloop",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,  # keep the ECS JSON logging set up by services.common.telemetry
         "server_header": False,
+        # No X-Forwarded-* rewriting of the client address: the services sit behind the gateway and the
+        # mesh's sidecars, nothing reads scope["client"], and uvicorn's middleware for it cost ~100
+        # bytecodes per request (loadtests/bench/results/hotpath.md), as much as the guard above.
+        "proxy_headers": False,
     }
     defaults.update(options)
     return uvicorn.Config(app, http=protocol_class(limits or HttpLimits.from_env()), **defaults)
