@@ -135,7 +135,7 @@ _IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is: between requests, inside
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol under `limits` (a class attribute: see `protocol_class`).
 
-    Lean on purpose (every callback here runs per request; loadtests/bench/results/lean-ab.md): the
+    Lean on purpose (every callback here runs per request; loadtests/bench/results/hotpath.md): the
     phase is one int, deadlines move by assignment, and on_body/on_message_complete stay uvicorn's.
     """
 

@@ -2,7 +2,7 @@
 
 prometheus_client's metric objects take a lock and check observability on every update, and
 `Histogram.observe` walks the buckets one by one: on the model server's infer path its updates were
-~580 of ~2,500 Python bytecodes per request (loadtests/bench/results/lean-ab.md). These children
+~580 of ~2,500 Python bytecodes per request (loadtests/bench/results/hotpath.md). These children
 keep plain numbers instead, written from the event-loop thread only (hence no lock), with `bisect`
 for the bucket; a collector renders them through prometheus_client's metric families, so /metrics
 reads exactly as before: same names, samples, label order and `_created` series
