@@ -61,8 +61,8 @@ def test_prometheus_trigger_metadata_uses_only_keys_keda_reads() -> None:
 
 def test_the_query_uses_the_model_servers_own_metric_and_labels() -> None:
     queries = [t["metadata"]["query"] for o in keda.compile_keda(SPEC, Environment()) for t in o["spec"]["triggers"]]
-    assert queries and all(q.startswith(f"sum({metrics.QUEUE_DEPTH._name}{{") for q in queries), queries
-    assert set(metrics.QUEUE_DEPTH._labelnames) == {"model", "version"}
+    assert queries and all(q.startswith(f"sum({metrics.QUEUE_DEPTH.describe()[0].name}{{") for q in queries), queries
+    assert set(metrics.QUEUE_DEPTH.labelnames) == {"model", "version"}
 
 
 def test_a_version_with_no_replicas_is_not_autoscaled() -> None:

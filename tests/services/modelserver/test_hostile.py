@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+import psutil
 import pytest
 import tritonclient.http as httpclient
 
@@ -219,21 +220,18 @@ def test_nan_and_infinity_go_binary_in_and_come_back_in_either_encoding(hostile:
 # ------------------------------------------------------------ heavy cases
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def decoder_pid(server: Server) -> int:
-    """The decode worker: the spawned child that is not multiprocessing's resource tracker."""
+    """The decode worker: the spawned child that is not multiprocessing's resource tracker. psutil, not
+    /proc by hand: a thread or a child may end between listing and reading (a race seen in a run)."""
 
     def find() -> int | None:
-        for child in _children(server.proc.pid):
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-                return child
+        for child in psutil.Process(server.proc.pid).children():
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.Error:  # gone (or a zombie) meanwhile
+                continue
+            if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+                return child.pid
         return None
 
     return wait_for(find, 60, "the decoder process")
