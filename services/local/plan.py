@@ -55,6 +55,20 @@ def plan_processes(
 ) -> list[ProcessSpec]:
     """Every model replica, stage replica, business API replica and the gateway, in start order."""
     repository = spec.repository_path(spec_path.parent)
+    # The ports the caller or the spec fixes are never handed to another process: `next_port` checks
+    # that a port is free now, and the gateway binds its own only after the model servers started.
+    fixed: set[int] = set()
+    if with_gateway:
+        fixed.add(gateway_port or spec.gateway.port)
+        if spec.grpc.enabled and spec.grpc.gateway_port and gateway_port is None:
+            fixed.add(spec.grpc.gateway_port)
+    given = next_port
+
+    def next_port() -> int:
+        while (port := given()) in fixed:
+            pass
+        return port
+
     processes: list[ProcessSpec] = []
     for model_name, model in spec.models.items():
         for version, version_spec in model.versions.items():

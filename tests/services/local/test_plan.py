@@ -59,3 +59,21 @@ def test_without_gateway_and_default_port() -> None:
     )
     gateway = plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(ports))[-1]
     assert gateway.port == spec.gateway.port and gateway.grpc_port == spec.grpc.gateway_port
+
+
+def test_a_port_the_caller_or_the_spec_fixes_is_never_planned_for_another_process() -> None:
+    """Seen in a run: `up --gateway-port P` while the port planner, which only checks that a port is
+    free now, handed P to a model server's gRPC listener; the gateway bound P first and the replica died."""
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    assert spec.grpc.enabled  # model servers get gRPC ports too
+    handed = iter([18080, 8080, spec.grpc.gateway_port, *range(30000, 30100)])
+    plan = plan_processes(spec, DEFAULT_SPEC_PATH, lambda: next(handed), gateway_port=18080)
+    gateway = plan[-1]
+    others = [p for p in plan if p is not gateway]
+    planned = [p.port for p in others] + [p.grpc_port for p in others if p.grpc_port]
+    assert 18080 not in planned and gateway.port == 18080
+    # without a caller's port: the spec's gateway port and its gRPC port are the fixed ones
+    fixed_ports = {spec.gateway.port, spec.grpc.gateway_port}
+    plan = plan_processes(spec, DEFAULT_SPEC_PATH, iter([*fixed_ports, *range(31000, 31100)]).__next__)
+    assert not {p.port for p in plan[:-1]} & fixed_ports and not {p.grpc_port for p in plan[:-1]} & fixed_ports
+    assert (plan[-1].port, plan[-1].grpc_port) == (spec.gateway.port, spec.grpc.gateway_port)
