@@ -94,7 +94,10 @@ def metric_updates() -> dict[str, float]:
 
 
 def _archive(rev: str, into: Path) -> Path:
-    data = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
+    done = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"--base-commit {rev!r}: git archive failed: {done.stderr.decode(errors='replace').strip()}")
+    data = done.stdout
     with tarfile.open(fileobj=BytesIO(data)) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             base = _archive(args.base_commit, Path(tmp) / "base")
             result["base_label"] = args.base_commit
         elif base is not None:
+            if not (base / "services" / "modelserver").is_dir():
+                raise SystemExit(f"--base {base}: not a meshserve source tree (no services/modelserver/)")
             result["base_label"] = str(base)
         port = free_port()
         serve = [sys.executable, "-m", "services.cli", "serve", "--repository", str(REPO / "models")]

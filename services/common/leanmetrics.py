@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -63,7 +64,10 @@ class HistogramChild:
         self.sum += amount
 
 
-class _Family:
+C = TypeVar("C", CounterChild, GaugeChild, HistogramChild)
+
+
+class _Family(Generic[C]):
     """A metric with labels: children by label values, collected like prometheus_client's own."""
 
     def __init__(
@@ -72,14 +76,14 @@ class _Family:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], object] = {}
+        self._children: dict[tuple[str, ...], C] = {}
         if registry is not None:
             registry.register(self)
 
-    def _new_child(self) -> object:
+    def _new_child(self) -> C:
         raise NotImplementedError
 
-    def labels(self, *values: object) -> object:
+    def labels(self, *values: object) -> C:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
         key = tuple(str(v) for v in values)
@@ -103,39 +107,33 @@ class _Family:
             self._add(family, list(key), child)
         yield family
 
-    def _add(self, family: Metric, labels: list[str], child: object) -> None:
+    def _add(self, family: Metric, labels: list[str], child: C) -> None:
         raise NotImplementedError
 
 
-class Counter(_Family):
-    def labels(self, *values: object) -> CounterChild:  # type: ignore[override]
-        return super().labels(*values)  # type: ignore[return-value]
-
+class Counter(_Family[CounterChild]):
     def _new_child(self) -> CounterChild:
         return CounterChild()
 
     def _family(self) -> Metric:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def _add(self, family: Metric, labels: list[str], child: CounterChild) -> None:  # type: ignore[override]
+    def _add(self, family: Metric, labels: list[str], child: CounterChild) -> None:
         family.add_metric(labels, child.value, created=child.created)
 
 
-class Gauge(_Family):
-    def labels(self, *values: object) -> GaugeChild:  # type: ignore[override]
-        return super().labels(*values)  # type: ignore[return-value]
-
+class Gauge(_Family[GaugeChild]):
     def _new_child(self) -> GaugeChild:
         return GaugeChild()
 
     def _family(self) -> Metric:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def _add(self, family: Metric, labels: list[str], child: GaugeChild) -> None:  # type: ignore[override]
+    def _add(self, family: Metric, labels: list[str], child: GaugeChild) -> None:
         family.add_metric(labels, child.value)
 
 
-class Histogram(_Family):
+class Histogram(_Family[HistogramChild]):
     def __init__(
         self,
         name: str,
@@ -151,16 +149,13 @@ class Histogram(_Family):
         self._les = [floatToGoString(b) for b in bounds] + ["+Inf"]
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: object) -> HistogramChild:  # type: ignore[override]
-        return super().labels(*values)  # type: ignore[return-value]
-
     def _new_child(self) -> HistogramChild:
         return HistogramChild(self.bounds)
 
     def _family(self) -> Metric:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def _add(self, family: Metric, labels: list[str], child: HistogramChild) -> None:  # type: ignore[override]
+    def _add(self, family: Metric, labels: list[str], child: HistogramChild) -> None:
         cumulative, buckets = 0, []
         for le, count in zip(self._les, list(child.counts), strict=True):
             cumulative += count

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from loadtests.bench import hotpath
 from loadtests.bench.v2 import write_bodies
@@ -67,3 +68,10 @@ def test_counts_the_gateway_in_front_of_a_real_model_server(tmp_path: Path) -> N
     functions = " ".join(gateway["by_function"])
     assert "gateway/app.py:handle" in functions and "common/client.py:request" in functions
     assert gateway["ops_per_request"] > 0
+
+
+def test_a_base_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--base-commit 'no-such-rev': git archive failed"):
+        hotpath.main(["--base-commit", "no-such-rev", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a meshserve source tree"):
+        hotpath.main(["--base", str(tmp_path), "--out", str(tmp_path)])
